@@ -1,0 +1,164 @@
+"""Config validation: every field is checked before any compute.
+
+A bad config raises `ConfigError` naming the field (dotted path) and the allowed values,
+so a typo costs a second, not a compile and a data load.
+"""
+
+from __future__ import annotations
+
+import copy
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import ml_collections
+
+BN_UPDATE_POLICIES = ("clean", "all", "labeled", "none")
+SPLIT_PROTOCOLS = ("oliver", "ds3l")
+OPTIMIZERS = ("adam", "sgd", "nesterov")
+LR_SCHEDULES = ("constant", "staircase", "fixmatch_cosine")
+RAMPS = ("constant", "oliver_exp", "linear")
+
+
+class ConfigError(ValueError):
+    """An invalid config field; `.field` is its dotted path."""
+
+    def __init__(self, field: str, message: str, allowed: Any = None):
+        self.field = field
+        self.allowed = allowed
+        text = f"config.{field}: {message}"
+        if allowed is not None:
+            text += f" (allowed: {allowed})"
+        super().__init__(text)
+
+
+def _get(config: ml_collections.ConfigDict, field: str) -> Any:
+    node: Any = config
+    for part in field.split("."):
+        if part not in node:
+            raise ConfigError(field, "missing")
+        node = node[part]
+    return node
+
+
+def _choice(config, field: str, allowed: Sequence[str]) -> None:
+    value = _get(config, field)
+    if value not in allowed:
+        raise ConfigError(field, f"unknown value {value!r}", list(allowed))
+
+
+def _number(config, field, *, low=None, high=None, integer=False, low_open=False) -> None:
+    value = _get(config, field)
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigError(field, f"expected {'an integer' if integer else 'a number'}, got {value!r}")
+    lo = "(" if low_open else "["
+    bounds = f"{lo}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ConfigError(field, f"{value!r} is out of range", bounds)
+    if high is not None and value > high:
+        raise ConfigError(field, f"{value!r} is out of range", bounds)
+
+
+def parse_methods(value: str | Iterable[str]) -> tuple[str, ...]:
+    """`"a,b"` or `("a", "b")` -> `("a", "b")`."""
+    if isinstance(value, str):
+        return tuple(m.strip() for m in value.split(",") if m.strip())
+    return tuple(value)
+
+
+def validate(config: ml_collections.ConfigDict, *, device_count: int | None = None) -> None:
+    """Raises ConfigError for the first invalid field. Touches no data and no device."""
+    from sslj.data import sources
+    from sslj.methods import METHODS
+    from sslj.models import MODELS
+
+    _choice(config, "data.source", sources.SOURCE_NAMES)
+    _choice(config, "model", sorted(MODELS))
+    _choice(config, "method", sorted(METHODS))
+    for m in parse_methods(config.get("compare", "")):
+        if m not in METHODS:
+            raise ConfigError("compare", f"unknown method {m!r}", sorted(METHODS))
+    _choice(config, "split.protocol", SPLIT_PROTOCOLS)
+    _choice(config, "bn_update", BN_UPDATE_POLICIES)
+    _choice(config, "optimizer.name", OPTIMIZERS)
+    _choice(config, "optimizer.schedule", LR_SCHEDULES)
+    _choice(config, "ramp.kind", RAMPS)
+
+    _number(config, "split.mismatch_ratio", low=0.0, high=1.0)
+    _number(config, "split.v1_fraction", low=0.0, high=1.0, low_open=True)
+    _number(config, "split.labels_per_class", low=1, integer=True)
+    _number(config, "split.unlabeled_size", low=0, integer=True)
+    _number(config, "split.num_validation", low=2, integer=True)
+    _number(config, "seed", low=0, integer=True)
+    for field in ("num_steps", "batch_size", "unlabeled_batch_size", "eval_batch_size",
+                  "eval_every", "log_every", "checkpoint_every"):
+        _number(config, field, low=1, integer=True)
+    _number(config, "optimizer.lr", low=0.0, low_open=True)
+    _number(config, "optimizer.weight_decay", low=0.0)
+    _number(config, "optimizer.decay_factor", low=0.0)
+    _number(config, "ramp.steps", low=0, integer=True)
+    _number(config, "ema_decay", low=0.0, high=1.0)
+    _number(config, "data.crop_pad", low=0, integer=True)
+    _number(config, "data.noise_std", low=0.0)
+
+    num_classes = sources.num_classes(config.data.source)
+    seen = tuple(config.split.seen_classes)
+    if not seen:
+        raise ConfigError("split.seen_classes", "empty", f"distinct integers in [0, {num_classes - 1}]")
+    if len(set(seen)) != len(seen) or any(
+        isinstance(c, bool) or not isinstance(c, numbers.Integral) or not 0 <= c < num_classes
+        for c in seen
+    ):
+        raise ConfigError(
+            "split.seen_classes", f"{seen!r} is invalid for {config.data.source}",
+            f"distinct integers in [0, {num_classes - 1}]")
+    if len(seen) == num_classes and config.split.mismatch_ratio > 0:
+        raise ConfigError("split.mismatch_ratio",
+                          "is > 0 but every class is seen, so no unseen class exists", "0.0")
+
+    n_dev = device_count if device_count is not None else _device_count()
+    for field in ("batch_size", "unlabeled_batch_size", "eval_batch_size"):
+        if _get(config, field) % n_dev:
+            raise ConfigError(field, f"{_get(config, field)} is not divisible by the "
+                              f"{n_dev} devices", f"multiples of {n_dev}")
+
+    for method, overrides in dict(config.get("method_overrides", {})).items():
+        if method not in METHODS:
+            raise ConfigError(f"method_overrides.{method}", "unknown method", sorted(METHODS))
+        for field in _leaf_fields(overrides):
+            _get(config, field)  # raises on an unknown field
+
+    METHODS[config.method].validate(config)
+
+
+def _device_count() -> int:
+    import jax
+
+    return jax.device_count()
+
+
+def _leaf_fields(tree, prefix: str = "") -> list[str]:
+    out = []
+    for key, value in dict(tree).items():
+        if isinstance(value, (Mapping, ml_collections.ConfigDict)):
+            out += _leaf_fields(value, f"{prefix}{key}.")
+        else:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def for_method(config: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:
+    """A copy of `config` that trains `method`, with `method_overrides.<method>` merged in
+    (nested like the config: `method_overrides.pi_model.optimizer.lr = 3e-4`)."""
+    out = copy.deepcopy(config)
+    with out.unlocked():
+        out.method = method
+        overrides = out.get("method_overrides", {}).get(method, {})
+        for field in _leaf_fields(overrides):
+            *parents, leaf = field.split(".")
+            src, dst = overrides, out
+            for p in parents:
+                src, dst = src[p], dst[p]
+            dst[leaf] = src[leaf]
+    return out

@@ -1,0 +1,1 @@
+"""Data: sources, class-mismatch splits, host pipeline, on-device augmentation."""

@@ -1,0 +1,42 @@
+"""Pi-model (Laine & Aila 2017) with the Oliver et al. 2018 defaults.
+
+Two stochastic passes (independent augmentation, noise and dropout) over the unlabeled
+images; loss = xe(labeled) + w(t) * mean((softmax(f(x)) - softmax(f'(x)))^2), with
+w = 20 ramped by exp(-5 (1 - t/T)^2). Pass 1 runs on concat(labeled, unlabeled) so
+BatchNorm sees one batch, and is the "clean" pass that may write the running statistics;
+pass 2 (unlabeled only) never writes them. The second pass is the target and carries no
+gradient (`pi_model.stop_gradient_target`, default True, as in the common
+implementations); set False to back-propagate through both passes.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from sslj.data.augment import to_float
+from sslj.losses import softmax_mse
+from sslj.methods.base import Method, Term, supervised_xe
+
+
+class PiModel(Method):
+    name = "pi_model"
+
+    def outputs(self, ctx, batch, rng):
+        r_aug1, r_fwd1, r_aug2, r_fwd2 = jax.random.split(rng, 4)
+        xl = to_float(batch["image"])
+        xu = to_float(batch["unlabeled_image"])
+        n = xl.shape[0]
+        logits1 = ctx.forward(ctx.augment(jnp.concatenate([xl, xu]), r_aug1), rng=r_fwd1,
+                              clean=True)
+        logits2 = ctx.forward(ctx.augment(xu, r_aug2), rng=r_fwd2, clean=False)
+        if self.config.pi_model.stop_gradient_target:
+            logits2 = jax.lax.stop_gradient(logits2)
+        return {"logits": logits1[:n], "logits_u": logits1[n:], "logits_u_target": logits2}
+
+    def terms(self):
+        return (
+            Term("xe", supervised_xe),
+            Term("pi", lambda o, b: softmax_mse(o["logits_u"], o["logits_u_target"]),
+                 weight=float(self.config.pi_model.weight), ramp=self.consistency_ramp()),
+        )

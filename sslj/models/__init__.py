@@ -1,0 +1,31 @@
+"""Model registry: `get_model(name, num_classes)` -> a Flax linen module.
+
+Every model is called as `model.apply(variables, images, train=bool)` on float NHWC
+images and returns logits; models with BatchNorm keep a `batch_stats` collection.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import flax.linen as nn
+
+from sslj.models.convnet import ICNMnistNet, SmallCNN
+from sslj.models.resnet import CifarResNet
+from sslj.models.wrn import WideResNet
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "wrn28_2": functools.partial(WideResNet, depth=28, widen_factor=2),
+    "resnet32": functools.partial(CifarResNet, depth=32),
+    "resnet44": functools.partial(CifarResNet, depth=44),
+    "cnn_small": SmallCNN,
+    "cnn_tiny": functools.partial(SmallCNN, widths=(16, 32)),
+    "icn_mnist": ICNMnistNet,
+}
+
+
+def get_model(name: str, num_classes: int, **kwargs) -> nn.Module:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; allowed: {sorted(MODELS)}")
+    return MODELS[name](num_classes=num_classes, **kwargs)

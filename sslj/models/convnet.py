@@ -1,0 +1,61 @@
+"""Small CNNs: a BN conv net for 28x28 and 8x8 inputs, and the ICN MNIST net."""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+class SmallCNN(nn.Module):
+    """Stages of two 3x3 conv-BN-leaky-ReLU layers, each stage followed by 2x2 max-pool.
+
+    Works for any input of at least 4x4 (MNIST 28x28 -> 7x7, digits 8x8 -> 2x2), then
+    global average pooling, optional dropout and a linear classifier. BatchNorm epsilon
+    is Oliver's 1e-3; its decay defaults to 0.99 rather than Oliver's 0.999 because the
+    embedded runs last ~10^3 steps, too few for a 0.999 running average to settle.
+    """
+
+    num_classes: int
+    widths: tuple[int, ...] = (32, 64)
+    dropout: float = 0.0
+    slope: float = 0.1
+    bn_momentum: float = 0.99
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        act = functools.partial(nn.leaky_relu, negative_slope=self.slope)
+        for width in self.widths:
+            for _ in range(2):
+                x = nn.Conv(width, (3, 3), use_bias=False, kernel_init=conv_init)(x)
+                x = act(nn.BatchNorm(use_running_average=not train,
+                                     momentum=self.bn_momentum, epsilon=1e-3)(x))
+            if min(x.shape[1:3]) >= 4:
+                x = nn.max_pool(x, (2, 2), (2, 2))
+        x = jnp.mean(x, axis=(1, 2))
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        return nn.Dense(self.num_classes, name="classifier")(x)
+
+
+class ICNMnistNet(nn.Module):
+    """ICN's MNIST discriminator: four 5x5 stride-2 convs (64/128/256/512), leaky ReLU,
+    no pooling, then a linear layer (the w_k of Eq. 9). No BatchNorm, as in the paper.
+
+    28x28 -> 14 -> 7 -> 4 -> 2 (SAME padding).
+    """
+
+    num_classes: int
+    widths: tuple[int, ...] = (64, 128, 256, 512)
+    slope: float = 0.2
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        del train  # no batch statistics, no dropout
+        for width in self.widths:
+            x = nn.leaky_relu(nn.Conv(width, (5, 5), strides=2, kernel_init=conv_init)(x),
+                              self.slope)
+        x = x.reshape((x.shape[0], -1))
+        return nn.Dense(self.num_classes, name="classifier")(x)

@@ -1,0 +1,1 @@
+"""Safe parameter learning (SPL): parameter masks as a pytree parallel to the params."""

@@ -1,0 +1,1 @@
+"""Training core: state, step, loop, sharding, checkpointing, evaluation, metrics."""

@@ -1,0 +1,79 @@
+"""Padded, masked evaluation: accuracy on seen classes and unseen-vs-seen AUROC."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from sslj.data import pipeline
+from sslj.data.augment import to_float
+from sslj.spl.masks import apply_masks
+from sslj.train import sharding
+
+
+def make_predict(model, mesh):
+    """Jitted `(params, batch_stats, masks, images) -> logits` in inference mode."""
+
+    def predict(params, batch_stats, masks, images):
+        variables = {"params": apply_masks(params, masks)}
+        if batch_stats:
+            variables["batch_stats"] = batch_stats
+        return model.apply(variables, to_float(images), train=False)
+
+    repl = sharding.replicated(mesh)
+    return jax.jit(predict, in_shardings=(repl, repl, repl, sharding.batch_sharding(mesh)),
+                   out_shardings=repl)
+
+
+def predict_all(predict, params, batch_stats, masks, images, labels, batch_size, mesh):
+    """Logits for every example (padding dropped), in order."""
+    outs = []
+    for batch in pipeline.eval_batches(images, labels, batch_size, mesh):
+        logits = predict(params, batch_stats, masks, batch["image"])
+        outs.append((logits, batch["mask"]))
+    host = jax.device_get(outs)
+    logits = np.concatenate([h[0] for h in host])
+    mask = np.concatenate([h[1] for h in host]).astype(bool)
+    return logits[mask]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Accuracy over examples of seen classes (label >= 0)."""
+    seen = labels >= 0
+    if not seen.any():
+        return float("nan")
+    return float(np.mean(np.argmax(logits[seen], -1) == labels[seen]))
+
+
+def auroc(scores_positive: np.ndarray, scores_negative: np.ndarray) -> float:
+    """P(score of a positive > score of a negative), ties counting 1/2 (Mann-Whitney U)."""
+    pos, neg = np.asarray(scores_positive, np.float64), np.asarray(scores_negative, np.float64)
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    scores = np.concatenate([pos, neg])
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), np.float64)
+    sorted_scores = scores[order]
+    # average ranks over ties
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    avg = first + (counts + 1) / 2.0
+    ranks[order] = np.repeat(avg, counts)
+    u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2.0
+    return float(u / (len(pos) * len(neg)))
+
+
+def seen_unseen_auroc(logits: np.ndarray, labels: np.ndarray) -> float:
+    """AUROC of the max-softmax score for telling seen (label >= 0) from unseen (-1)."""
+    score = softmax(logits).max(-1)
+    return auroc(score[labels >= 0], score[labels < 0])
+
+
+def evaluate(predict, params, batch_stats, masks, images, labels, batch_size, mesh) -> dict:
+    logits = predict_all(predict, params, batch_stats, masks, images, labels, batch_size, mesh)
+    return {"accuracy": accuracy(logits, labels), "auroc": seen_unseen_auroc(logits, labels)}

@@ -1,0 +1,204 @@
+"""`train_and_evaluate(config, workdir)`: the one training loop.
+
+Writes to the workdir: config.json, splits.npz / splits.json, metrics.jsonl,
+tensorboard/, checkpoints/ (orbax, resumed automatically with the data position and
+RNG), results.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+
+import jax
+import numpy as np
+
+from sslj import config as config_lib
+from sslj.data import pipeline, sources, splits as splits_lib
+from sslj.methods import get_method
+from sslj.models import get_model
+from sslj.train import sharding
+from sslj.train.checkpoint import Checkpointer
+from sslj.train.evaluate import evaluate, make_predict
+from sslj.train.metrics import MetricWriter
+from sslj.train.optim import make_optimizer
+from sslj.train.state import create_train_state
+from sslj.train.step import make_train_step
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss or monitor became NaN / inf; `.step` is the first step where it did."""
+
+    def __init__(self, step: int, name: str, value: float):
+        self.step = step
+        super().__init__(f"non-finite {name} = {value} at step {step}; stopping. The last "
+                         "good checkpoint is untouched.")
+
+
+@dataclasses.dataclass
+class Experiment:
+    """Everything `train_and_evaluate` builds before the first step."""
+
+    config: object
+    dataset: sources.Dataset
+    splits: splits_lib.Splits
+    mesh: object
+    model: object
+    method: object
+    optimizer: object
+
+
+def build(config, workdir: str | None = None, devices=None) -> Experiment:
+    """Validates the config, loads data, computes (and saves) splits, builds the parts."""
+    mesh = sharding.make_mesh(devices)
+    config_lib.validate(config, device_count=mesh.size)
+    dataset = sources.load(config.data.source, config.data.get("data_dir") or None)
+    splits = splits_lib.make_splits(dataset, config.split, int(config.seed))
+    if workdir is not None and jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        splits_lib.save_splits(splits, workdir)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+    model = get_model(config.model, len(splits.seen_classes), **dict(config.get("model_kwargs", {})))
+    return Experiment(config, dataset, splits, mesh, model, get_method(config),
+                      make_optimizer(config.optimizer, int(config.num_steps)))
+
+
+def train_streams(exp: Experiment) -> pipeline.TrainStreams:
+    ds, sp = exp.dataset, exp.splits
+    labels = splits_lib.relabel(ds.train_labels, sp.seen_classes)
+    labeled = {"image": ds.train_images[sp.labeled], "label": labels[sp.labeled]}
+    unlabeled = None
+    if exp.method.uses_unlabeled:
+        unlabeled = {"image": ds.train_images[sp.unlabeled],
+                     "index": np.arange(len(sp.unlabeled), dtype=np.int32)}
+    return pipeline.TrainStreams(labeled, unlabeled, int(exp.config.batch_size),
+                                 int(exp.config.unlabeled_batch_size), int(exp.config.seed))
+
+
+def _check_finite(history: list[tuple[int, dict]]) -> None:
+    for step, metrics in history:
+        for name, value in metrics.items():
+            if not math.isfinite(float(value)):
+                raise NonFiniteLossError(step, name, float(value))
+
+
+def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None,
+                       devices=None) -> dict:
+    """Trains `config.method`, evaluating every `eval_every` steps; returns the results.
+
+    `stop_at` ends this invocation after that step with a checkpoint (a pre-emption,
+    e.g. for a time-limited job); calling again resumes and finishes the run.
+    """
+    t_start = time.time()
+    exp = build(config, workdir, devices)
+    cfg, mesh, ds, sp = exp.config, exp.mesh, exp.dataset, exp.splits
+    num_steps = int(cfg.num_steps)
+    seen = sp.seen_classes
+    train_labels = splits_lib.relabel(ds.train_labels, seen)
+    test_labels = splits_lib.relabel(ds.test_labels, seen)
+    val_images, val_labels = ds.train_images[sp.validation], train_labels[sp.validation]
+
+    rng = jax.random.PRNGKey(int(cfg.seed))
+    state = create_train_state(exp.model, exp.optimizer, rng, ds.image_shape,
+                               extra=exp.method.init_extra(len(sp.unlabeled)))
+    state = sharding.replicate(mesh, state)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), int(cfg.get("keep_checkpoints", 2)))
+    meta = {"best": None, "evals": []}
+    start = 0
+    if ckpt.latest_step() is not None:
+        state, meta = ckpt.restore(state)
+        start = int(jax.device_get(state.step))
+        assert meta["data_position"]["labeled"] == start * int(cfg.batch_size)
+    writer = MetricWriter(workdir, resume_step=start if start else None,
+                          tensorboard=bool(cfg.get("tensorboard", True)))
+
+    train_step = make_train_step(exp.model, exp.method, exp.optimizer, cfg, mesh)
+    predict = make_predict(exp.model, mesh)
+    batches = train_streams(exp).iterate(mesh, start_step=start)
+    eval_bs = int(cfg.eval_batch_size)
+
+    def run_eval(step: int) -> dict:
+        val = evaluate(predict, state.params, state.batch_stats, state.masks, val_images,
+                       val_labels, eval_bs, mesh)
+        test = evaluate(predict, state.params, state.batch_stats, state.masks,
+                        ds.test_images, test_labels, eval_bs, mesh)
+        ema_test = evaluate(predict, state.ema_params, state.batch_stats, state.masks,
+                            ds.test_images, test_labels, eval_bs, mesh)
+        record = {"step": step, "val_accuracy": val["accuracy"],
+                  "test_accuracy": test["accuracy"], "test_auroc": test["auroc"],
+                  "ema_test_accuracy": ema_test["accuracy"]}
+        meta["evals"].append(record)
+        if meta["best"] is None or record["val_accuracy"] > meta["best"]["val_accuracy"]:
+            meta["best"] = record
+        writer.write(step, {f"eval/{k}": v for k, v in record.items() if k != "step"})
+        return record
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=num_steps, initial=start, desc=f"{cfg.method}", unit="step",
+               disable=not bool(cfg.get("progress_bar", True)) or jax.process_index() != 0,
+               mininterval=2.0, dynamic_ncols=True)
+    pending: list[tuple[int, dict]] = []
+    log_every, eval_every = int(cfg.log_every), int(cfg.eval_every)
+    ckpt_every = int(cfg.checkpoint_every)
+    end = num_steps if stop_at is None else min(stop_at, num_steps)
+    try:
+        for step in range(start + 1, end + 1):
+            state, metrics = train_step(state, next(batches))
+            pending.append((step, metrics))
+            bar.update(1)
+            is_eval = step % eval_every == 0 or step == num_steps
+            is_save = step % ckpt_every == 0 or step == end
+            if step % log_every == 0 or is_eval or is_save:
+                host = jax.device_get(pending)
+                pending.clear()
+                _check_finite(host)  # before anything is saved
+                mean = {k: float(np.mean([m[k] for _, m in host])) for k in host[-1][1]}
+                writer.write(step, mean)
+                bar.set_postfix(loss=f"{mean['losses/total']:.3f}", refresh=False)
+            if is_eval:
+                rec = run_eval(step)
+                bar.set_postfix(loss=f"{mean['losses/total']:.3f}",
+                                val=f"{rec['val_accuracy']:.3f}", refresh=False)
+            if is_save:
+                meta["data_position"] = {"labeled": step * int(cfg.batch_size),
+                                         "unlabeled": step * int(cfg.unlabeled_batch_size),
+                                         "seed": int(cfg.seed)}
+                ckpt.save(step, state, meta)
+    finally:
+        bar.close()
+        ckpt.close()
+        writer.close()
+
+    if end < num_steps:
+        return {"stopped_at": end}
+    results = summarize(cfg, sp, meta, time.time() - t_start)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "results.json"), "w") as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
+def summarize(cfg, sp, meta, wall_time_s: float) -> dict:
+    evals, best = meta["evals"], meta["best"]
+    last_n = int(cfg.get("median_last_evals", 20))
+    return {
+        "method": cfg.method,
+        "split": sp.name,
+        "steps": int(cfg.num_steps),
+        "test_accuracy_at_best_val": best["test_accuracy"],
+        "best_val_accuracy": best["val_accuracy"],
+        "best_step": best["step"],
+        "ema_test_accuracy": evals[-1]["ema_test_accuracy"],
+        "ema_test_accuracy_at_best_val": best["ema_test_accuracy"],
+        "median_test_accuracy": float(
+            np.median([e["test_accuracy"] for e in evals[-last_n:]])),
+        "median_over_last_evals": min(last_n, len(evals)),
+        "final_test_accuracy": evals[-1]["test_accuracy"],
+        "unseen_auroc_at_best_val": best["test_auroc"],
+        "wall_time_s": wall_time_s,
+    }

@@ -1,0 +1,121 @@
+"""`make_train_step`: one pure, jitted step over the TrainState.
+
+    step(state, batch) -> (state, metrics)
+
+1. rng = fold_in(state.rng, state.step); augmentation happens on the device.
+2. The method's forward passes run on apply_masks(params, masks); the BatchNorm-update
+   policy decides which pass writes the running statistics.
+3. The method's weighted terms are summed, differentiated, and the optax update, the
+   EMA params and the new statistics form the next state.
+4. Scalar metrics `losses/*`, `weights/*`, `monitors/*` come back on the device; the
+   host reads them only when it logs.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from sslj.data import augment as augment_lib
+from sslj.methods.base import Method, StepContext
+from sslj.spl.masks import apply_masks
+from sslj.train import sharding
+
+
+class Forward:
+    """Model forward with batch statistics, recording the BatchNorm updates by policy.
+
+    policy `clean`: only passes called with clean=True write the running statistics
+    (Oliver: the clean pass; perturbed passes, VAT probes and teachers do not).
+    `all`: every pass writes, chained in call order (FixMatch). `none`: never.
+    `labeled`: the step recomputes them from a separate pass over the labeled batch.
+    """
+
+    def __init__(self, model, params, batch_stats, policy: str):
+        self.model, self.params, self.policy = model, params, policy
+        self.batch_stats = batch_stats
+        self.new_batch_stats = batch_stats
+
+    def __call__(self, images, *, rng, clean: bool):
+        rngs = {"dropout": rng}
+        if not self.batch_stats:
+            return self.model.apply({"params": self.params}, images, train=True, rngs=rngs)
+        logits, updates = self.model.apply(
+            {"params": self.params, "batch_stats": self.new_batch_stats}, images, train=True,
+            rngs=rngs, mutable=["batch_stats"])
+        if self.policy == "all" or (self.policy == "clean" and clean):
+            self.new_batch_stats = updates["batch_stats"]
+        return logits
+
+
+def _l2(tree) -> jax.Array:
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32)))
+                        for x in jax.tree.leaves(tree)))
+
+
+def make_step_fn(model, method: Method, optimizer: optax.GradientTransformation, config):
+    """The un-jitted step function (jit it with `make_train_step`)."""
+    augment = augment_lib.from_config(config.data)
+    terms = method.terms()
+    ema_decay = float(config.ema_decay)
+    policy = config.bn_update
+    schedule_lr = _lr_probe(config)
+
+    def step(state, batch):
+        rng = jax.random.fold_in(state.rng, state.step)
+        method_rng, bn_rng = jax.random.split(rng)
+
+        def loss_fn(params):
+            masked = apply_masks(params, state.masks)
+            forward = Forward(model, masked, state.batch_stats, policy)
+            ctx = StepContext(forward=forward, augment=augment, step=state.step, state=state)
+            outputs = method.outputs(ctx, batch, method_rng)
+            values = {t.name: t.fn(outputs, batch) for t in terms}
+            weights = {t.name: jnp.asarray(t.weight, jnp.float32) * t.ramp(state.step)
+                       for t in terms}
+            total = sum(weights[k] * values[k] for k in values)
+            return total, (values, weights, forward.new_batch_stats)
+
+        (total, (values, weights, new_stats)), grads = jax.value_and_grad(
+            loss_fn, has_aux=True)(state.params)
+        if policy == "labeled" and state.batch_stats:
+            new_stats = _labeled_stats(model, state, batch, augment, bn_rng)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        ema_params = optax.incremental_update(params, state.ema_params, 1.0 - ema_decay)
+        new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_stats,
+                                  opt_state=opt_state, ema_params=ema_params)
+        metrics = {"losses/total": total,
+                   **{f"losses/{k}": v for k, v in values.items()},
+                   **{f"weights/{k}": w for k, w in weights.items()},
+                   "monitors/l2_grads": _l2(grads), "monitors/l2_params": _l2(params),
+                   "monitors/l2_updates": _l2(updates), "monitors/lr": schedule_lr(state.step)}
+        return new_state, metrics
+
+    return step
+
+
+def _labeled_stats(model, state, batch, augment, rng):
+    aug_rng, drop_rng = jax.random.split(rng)
+    x = augment(augment_lib.to_float(batch["image"]), aug_rng)
+    params = jax.lax.stop_gradient(apply_masks(state.params, state.masks))
+    _, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, x,
+                             train=True, rngs={"dropout": drop_rng}, mutable=["batch_stats"])
+    return updates["batch_stats"]
+
+
+def _lr_probe(config):
+    from sslj.train.schedules import learning_rate
+
+    return lambda step: jnp.asarray(learning_rate(config.optimizer, int(config.num_steps))(step),
+                                    jnp.float32)
+
+
+def make_train_step(model, method, optimizer, config, mesh, *, donate: bool = True):
+    """`make_step_fn` jitted once: state replicated, batch sharded on the data axis."""
+    step = make_step_fn(model, method, optimizer, config)
+    return jax.jit(step,
+                   in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
+                   out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)),
+                   donate_argnums=(0,) if donate else ())

@@ -1,0 +1,48 @@
+"""Eight fake CPU devices for the whole suite, set before JAX starts."""
+
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = " ".join(filter(None, [
+    os.environ.get("XLA_FLAGS", ""),
+    "--xla_force_host_platform_device_count=8",
+    "--xla_cpu_experimental_ynn_fusion_type=",
+]))
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def devices():
+    assert jax.device_count() == 8, "conftest must set 8 fake CPU devices before JAX starts"
+    return jax.devices()
+
+
+def tiny_config(**overrides):
+    """The embedded default shrunk to a few fast steps (cnn_tiny, tiny eval)."""
+    from experiments.configs.default import get_config
+
+    c = get_config()
+    c.model = "cnn_tiny"
+    c.num_steps = 6
+    c.log_every = 2
+    c.eval_every = 3
+    c.checkpoint_every = 3
+    c.batch_size = 16
+    c.unlabeled_batch_size = 16
+    c.eval_batch_size = 200
+    c.ramp.steps = 4
+    c.optimizer.decay_steps = 5
+    c.progress_bar = False
+    c.compare = ""
+    for key, value in overrides.items():
+        node = c
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return c
