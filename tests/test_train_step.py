@@ -1,0 +1,172 @@
+"""The train step: numerics of its pieces, one compilation, 8 devices == 1 device."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from sslj.config import for_method
+from sslj.losses import cross_entropy, softmax_mse
+from sslj.methods import get_method
+from sslj.methods.base import StepContext
+from sslj.train import loop, sharding
+from sslj.train.optim import kernel_mask
+from sslj.train.schedules import learning_rate, ramp
+from sslj.train.state import create_train_state
+from sslj.train.step import Forward, make_step_fn, make_train_step
+from tests.conftest import tiny_config
+
+
+def np_softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_cross_entropy_matches_numpy():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(7, 5)).astype(np.float32)
+    y = rng.integers(0, 5, 7)
+    expected = -np.mean(np.log(np_softmax(z)[np.arange(7), y]))
+    np.testing.assert_allclose(cross_entropy(jnp.asarray(z), jnp.asarray(y)), expected, rtol=1e-6)
+    w = np.array([1, 0, 1, 1, 0, 0, 1], np.float32)
+    expected_w = -np.sum(w * np.log(np_softmax(z)[np.arange(7), y])) / w.sum()
+    np.testing.assert_allclose(cross_entropy(jnp.asarray(z), jnp.asarray(y), jnp.asarray(w)),
+                               expected_w, rtol=1e-6)
+
+
+def test_softmax_mse_value_and_analytic_gradient():
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(4, 6))
+    t = rng.normal(size=(4, 6))
+    p, q = np_softmax(z), np_softmax(t)
+    np.testing.assert_allclose(softmax_mse(jnp.asarray(z), jnp.asarray(t)),
+                               np.mean((p - q) ** 2), rtol=1e-5)
+    # d/dz mean((p - q)^2) with q constant: J_softmax^T 2 (p - q) / (N C)
+    g = 2 * (p - q) / p.size
+    analytic = p * (g - np.sum(g * p, -1, keepdims=True))
+    grad = jax.grad(softmax_mse)(jnp.asarray(z, jnp.float32), jnp.asarray(t, jnp.float32))
+    np.testing.assert_allclose(grad, analytic, atol=1e-7)
+
+
+def test_pi_model_consistency_gradient_treats_second_pass_as_constant():
+    """Pi term through the method with a linear model: gradient == NumPy derivation."""
+    c = tiny_config(method="pi_model")
+    method = get_method(c)
+    rng = np.random.default_rng(2)
+    xl = rng.integers(0, 256, (2, 2, 2, 1), np.uint8)
+    xu = rng.integers(0, 256, (3, 2, 2, 1), np.uint8)
+    w0 = rng.normal(size=(4, 3)).astype(np.float32)
+    shift = np.array([0.5, -1.0, 0.25], np.float32)  # makes the second pass differ
+
+    def pi_loss(w):
+        def forward(x, *, rng, clean):
+            logits = x.reshape(x.shape[0], -1) @ w
+            return logits if clean else logits + shift
+        ctx = StepContext(forward, lambda x, r: x, jnp.zeros((), jnp.int32), None)
+        out = method.outputs(ctx, {"image": xl, "unlabeled_image": xu}, jax.random.PRNGKey(0))
+        return dict((t.name, t) for t in method.terms())["pi"].fn(out, None)
+
+    xu_f = xu.reshape(3, -1).astype(np.float64) * (2 / 255) - 1
+    p = np_softmax(xu_f @ w0)
+    q = np_softmax(xu_f @ w0 + shift)
+    g = 2 * (p - q) / p.size
+    dz = p * (g - np.sum(g * p, -1, keepdims=True))
+    np.testing.assert_allclose(pi_loss(jnp.asarray(w0)), np.mean((p - q) ** 2), rtol=1e-5)
+    np.testing.assert_allclose(jax.grad(pi_loss)(jnp.asarray(w0)), xu_f.T @ dz, atol=1e-6)
+
+
+def test_ramps_and_schedules():
+    r = ramp("oliver_exp", 100)
+    np.testing.assert_allclose([r(0), r(50), r(100), r(250)],
+                               [np.exp(-5), np.exp(-5 * 0.25), 1.0, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(ramp("linear", 10)(4), 0.4, rtol=1e-6)
+    c = tiny_config()
+    c.optimizer.schedule, c.optimizer.decay_steps, c.optimizer.decay_factor = "staircase", 5, 0.2
+    s = learning_rate(c.optimizer, 10)
+    np.testing.assert_allclose([s(4), s(5), s(9)], [3e-3, 6e-4, 6e-4], rtol=1e-6)
+    c.optimizer.schedule = "fixmatch_cosine"
+    s = learning_rate(c.optimizer, 16)
+    np.testing.assert_allclose(s(8), 3e-3 * np.cos(7 * np.pi * 8 / (16 * 16)), rtol=1e-6)
+
+
+def test_weight_decay_mask_selects_kernels_only():
+    params = {"conv": {"kernel": 1.0}, "bn": {"scale": 1.0, "bias": 1.0}, "dense": {"bias": 0.}}
+    assert kernel_mask(params) == {"conv": {"kernel": True}, "bn": {"scale": False, "bias": False},
+                                   "dense": {"bias": False}}
+
+
+def test_bn_update_policies():
+    exp = loop.build(tiny_config(), devices=jax.devices()[:1])
+    state = create_train_state(exp.model, exp.optimizer, jax.random.PRNGKey(0), (28, 28, 1))
+    x = jax.random.normal(jax.random.PRNGKey(1), (8, 28, 28, 1))
+    r = jax.random.PRNGKey(2)
+    unchanged = lambda f: jax.tree.all(jax.tree.map(jnp.array_equal, f.new_batch_stats,
+                                                    state.batch_stats))
+    f = Forward(exp.model, state.params, state.batch_stats, "clean")
+    f(x, rng=r, clean=False)
+    assert unchanged(f), "a perturbed pass wrote the running statistics"
+    f(x, rng=r, clean=True)
+    assert not unchanged(f)
+    f = Forward(exp.model, state.params, state.batch_stats, "none")
+    f(x, rng=r, clean=True)
+    assert unchanged(f)
+    f = Forward(exp.model, state.params, state.batch_stats, "all")
+    f(x, rng=r, clean=False)
+    once = f.new_batch_stats
+    f(x, rng=r, clean=False)  # chained: the second update starts from the first
+    m0, m1, m2 = (jax.tree.leaves(t)[0] for t in (state.batch_stats, once, f.new_batch_stats))
+    np.testing.assert_allclose(m2 - m1, 0.99 * (m1 - m0), rtol=1e-4, atol=1e-7)
+
+
+def _setup(method, devices, **overrides):
+    c = for_method(tiny_config(**overrides), method)
+    exp = loop.build(c, devices=devices)
+    state = create_train_state(exp.model, exp.optimizer, jax.random.PRNGKey(0), (28, 28, 1))
+    batches = loop.train_streams(exp).iterate(exp.mesh)
+    return c, exp, sharding.replicate(exp.mesh, state), batches
+
+
+@pytest.mark.parametrize("method", ["supervised", "pi_model"])
+def test_step_compiles_once_over_many_steps(method, devices):
+    chex.clear_trace_counter()  # the counter is global; earlier parametrizations count too
+    c, exp, state, batches = _setup(method, devices)
+    step = make_step_fn(exp.model, exp.method, exp.optimizer, c)
+    jitted = jax.jit(chex.assert_max_traces(step, n=1), donate_argnums=(0,))
+    for _ in range(5):
+        state, metrics = jitted(state, next(batches))
+    assert int(state.step) == 5
+    chex.assert_tree_all_finite(metrics)
+
+
+def test_ema_update_is_exact(devices):
+    c, exp, state, batches = _setup("supervised", devices[:1])
+    step = make_train_step(exp.model, exp.method, exp.optimizer, c, exp.mesh, donate=False)
+    new, _ = step(state, next(batches))
+    expected = jax.tree.map(lambda e, p: c.ema_decay * e + (1 - c.ema_decay) * p,
+                            state.ema_params, new.params)
+    chex.assert_trees_all_close(new.ema_params, expected, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("method,optimizer", [("supervised", "adam"), ("pi_model", "sgd")])
+def test_eight_devices_match_one_device(method, optimizer, devices):
+    # Pi under Adam: m / sqrt(v) turns reduction-order noise (1e-9) on near-zero gradients
+    # into lr-sized differences, so that case is compared under SGD, which does not.
+    overrides = {"optimizer.name": optimizer, "method_overrides.pi_model.optimizer.lr": 0.05}
+    results = []
+    for devs in (devices, devices[:1]):
+        c, exp, state, batches = _setup(method, devs, **overrides)
+        step = make_train_step(exp.model, exp.method, exp.optimizer, c, exp.mesh)
+        batch = next(batches)
+        assert len(batch["image"].sharding.device_set) == len(devs)
+        for _ in range(3):
+            state, metrics = step(state, batch)
+        results.append(jax.device_get((state, metrics)))
+    (s8, m8), (s1, m1) = results
+    chex.assert_trees_all_close(s8.params, s1.params, rtol=1e-4, atol=1e-5)
+    chex.assert_trees_all_close(s8.batch_stats, s1.batch_stats, rtol=1e-4, atol=1e-5)
+    chex.assert_trees_all_close(m8, m1, rtol=1e-4, atol=1e-5)
+    assert not jax.tree.all(jax.tree.map(np.array_equal, s1.params,
+                                         jax.device_get(_setup(method, devices[:1],
+                                                               **overrides)[2].params)))
