@@ -1,0 +1,121 @@
+"""Train-step throughput: images/s of each method's step, as a ratio to supervised.
+
+    python experiments/benchmarks/step_throughput.py [--models wrn28_2,cnn_small]
+        [--methods supervised,pi_model] [--batch 64] [--rounds 5] [--steps 10]
+
+Every (model, method) step is compiled first, then timed in interleaved rounds (each
+round times every step once, in turn), so all ratios come from the same minutes of a
+shared, noisy machine. Reported: median seconds per step, images/s (labeled + unlabeled
+images entering the step), and time / supervised time for the same model. A ratio near
+the method's forward/backward count means no overhead beyond the extra passes (Pi: two
+passes over the unlabeled half plus the labeled pass: ~3x FLOPs of supervised at equal
+labeled batch, REFERENCE.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from experiments import common  # noqa: E402,F401  (XLA flags before JAX starts)
+
+SHAPES = {"wrn28_2": (32, 32, 3), "resnet32": (32, 32, 3), "resnet44": (32, 32, 3),
+          "cnn_small": (28, 28, 1), "cnn_tiny": (28, 28, 1), "icn_mnist": (28, 28, 1)}
+
+
+def build_step(model_name, method_name, batch):
+    import jax
+    import numpy as np
+
+    from experiments.configs.default import get_config
+    from sslj import config as config_lib
+    from sslj.methods import get_method
+    from sslj.models import get_model
+    from sslj.train import sharding
+    from sslj.train.optim import make_optimizer
+    from sslj.train.state import create_train_state
+    from sslj.train.step import make_train_step
+
+    cfg = config_lib.for_method(get_config(), method_name)
+    cfg.model, cfg.batch_size, cfg.unlabeled_batch_size = model_name, batch, batch
+    cfg.data.flip = SHAPES[model_name][-1] == 3
+    mesh = sharding.make_mesh()
+    model = get_model(model_name, 10)
+    method = get_method(cfg)
+    opt = make_optimizer(cfg.optimizer, int(cfg.num_steps))
+    state = sharding.replicate(mesh, create_train_state(model, opt, jax.random.PRNGKey(0),
+                                                        SHAPES[model_name]))
+    rng = np.random.default_rng(0)
+    host = {"image": rng.integers(0, 256, (batch, *SHAPES[model_name]), np.uint8),
+            "label": rng.integers(0, 10, batch).astype(np.int32)}
+    images = batch
+    if method.uses_unlabeled:
+        host["unlabeled_image"] = rng.integers(0, 256, (batch, *SHAPES[model_name]), np.uint8)
+        host["unlabeled_index"] = np.arange(batch, dtype=np.int32)
+        images += batch
+    step = make_train_step(model, method, opt, cfg, mesh)
+    return step, state, sharding.shard_batch(mesh, host), images
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="wrn28_2,cnn_small")
+    parser.add_argument("--methods", default="supervised,pi_model")
+    parser.add_argument("--batch", type=int, default=64, help="labeled (= unlabeled) batch")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=10, help="steps timed per round")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    args = parser.parse_args(argv)
+    import jax
+    import numpy as np
+
+    methods = args.methods.split(",")
+    if methods[0] != "supervised":
+        methods = ["supervised"] + [m for m in methods if m != "supervised"]
+    cases = {}
+    for model in args.models.split(","):
+        for method in methods:
+            step, state, batch, images = build_step(model, method, args.batch)
+            state, _ = step(state, batch)  # compile
+            jax.block_until_ready(state)
+            cases[(model, method)] = [step, state, batch, images, []]
+    for _ in range(args.rounds):
+        for case in cases.values():
+            step, state, batch, _, times = case
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                state, metrics = step(state, batch)
+            jax.block_until_ready(state)
+            times.append((time.perf_counter() - t0) / args.steps)
+            case[1] = state
+    rows = []
+    for (model, method), (_, _, _, images, times) in cases.items():
+        sec = float(np.median(times))
+        sup = float(np.median(cases[(model, "supervised")][4]))
+        rows.append({"model": model, "method": method, "batch": args.batch, "images": images,
+                     "s_per_step": sec, "images_per_s": images / sec, "ratio_to_supervised":
+                     sec / sup, "device": str(jax.devices()[0].platform),
+                     "devices": jax.device_count()})
+    lines = [f"Train-step throughput ({rows[0]['device']} x{rows[0]['devices']}, labeled batch "
+             f"{args.batch}, median of {args.rounds} interleaved rounds)", "",
+             "| model | method | ms/step | images/s | time / supervised |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['method']} | {1000 * r['s_per_step']:.1f} | "
+                     f"{r['images_per_s']:.0f} | {r['ratio_to_supervised']:.2f} |")
+    text = "\n".join(lines)
+    print(text)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "step_throughput.json"), "w") as f:
+        json.dump(rows, f, indent=2)
+    with open(os.path.join(args.out, "step_throughput.md"), "w") as f:
+        f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
