@@ -16,10 +16,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments import common  # noqa: E402  (sets XLA flags before JAX starts)
-
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+
+from experiments import common  # noqa: E402  (sets XLA flags before JAX starts)
 
 _DEFAULT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.py")
 _CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT, "Config file (get_config()).")

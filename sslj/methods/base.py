@@ -64,7 +64,7 @@ class Method(abc.ABC):
     def __init__(self, config):
         self.config = config
 
-    @classmethod
+    @classmethod  # noqa: B027 - an optional hook: no checks by default
     def validate(cls, config) -> None:
         """Method-specific config checks (raise sslj.config.ConfigError)."""
 

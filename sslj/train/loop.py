@@ -17,7 +17,8 @@ import jax
 import numpy as np
 
 from sslj import config as config_lib
-from sslj.data import pipeline, sources, splits as splits_lib
+from sslj.data import pipeline, sources
+from sslj.data import splits as splits_lib
 from sslj.methods import get_method
 from sslj.models import get_model
 from sslj.train import sharding
@@ -62,7 +63,8 @@ def build(config, workdir: str | None = None, devices=None) -> Experiment:
         splits_lib.save_splits(splits, workdir)
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
-    model = get_model(config.model, len(splits.seen_classes), **dict(config.get("model_kwargs", {})))
+    model = get_model(config.model, len(splits.seen_classes),
+                      **dict(config.get("model_kwargs", {})))
     return Experiment(config, dataset, splits, mesh, model, get_method(config),
                       make_optimizer(config.optimizer, int(config.num_steps)))
 
@@ -112,7 +114,9 @@ def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None,
     if ckpt.latest_step() is not None:
         state, meta = ckpt.restore(state)
         start = int(jax.device_get(state.step))
-        assert meta["data_position"]["labeled"] == start * int(cfg.batch_size)
+        if meta["data_position"]["labeled"] != start * int(cfg.batch_size):
+            raise ValueError(f"checkpoint in {workdir} was written with another batch_size; "
+                             "resume with the config it was started with")
     writer = MetricWriter(workdir, resume_step=start if start else None,
                           tensorboard=bool(cfg.get("tensorboard", True)))
 
