@@ -25,16 +25,25 @@ def make_predict(model, mesh):
                    out_shardings=repl)
 
 
-def predict_all(predict, params, batch_stats, masks, images, labels, batch_size, mesh):
-    """Logits for every example (padding dropped), in order."""
-    outs = []
-    for batch in pipeline.eval_batches(images, labels, batch_size, mesh):
-        logits = predict(params, batch_stats, masks, batch["image"])
-        outs.append((logits, batch["mask"]))
-    host = jax.device_get(outs)
-    logits = np.concatenate([h[0] for h in host])
-    mask = np.concatenate([h[1] for h in host]).astype(bool)
-    return logits[mask]
+class EvalSet:
+    """A fixed evaluation set, padded into batches and placed on the mesh once.
+
+    Evaluation sets never change during a run, so their sharded batches are built a
+    single time (through the tf.data eval pipeline) and reused at every evaluation.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, mesh):
+        self.labels = np.asarray(labels)
+        self.batches = list(pipeline.eval_batches(images, labels, batch_size, mesh))
+
+    def logits(self, predict, params, batch_stats, masks) -> np.ndarray:
+        """Logits of every example (padding dropped), in order."""
+        outs = [(predict(params, batch_stats, masks, b["image"]), b["mask"])
+                for b in self.batches]
+        host = jax.device_get(outs)
+        logits = np.concatenate([h[0] for h in host])
+        mask = np.concatenate([h[1] for h in host]).astype(bool)
+        return logits[mask]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -74,6 +83,7 @@ def seen_unseen_auroc(logits: np.ndarray, labels: np.ndarray) -> float:
     return auroc(score[labels >= 0], score[labels < 0])
 
 
-def evaluate(predict, params, batch_stats, masks, images, labels, batch_size, mesh) -> dict:
-    logits = predict_all(predict, params, batch_stats, masks, images, labels, batch_size, mesh)
-    return {"accuracy": accuracy(logits, labels), "auroc": seen_unseen_auroc(logits, labels)}
+def evaluate(predict, params, batch_stats, masks, eval_set: EvalSet) -> dict:
+    logits = eval_set.logits(predict, params, batch_stats, masks)
+    return {"accuracy": accuracy(logits, eval_set.labels),
+            "auroc": seen_unseen_auroc(logits, eval_set.labels)}

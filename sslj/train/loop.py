@@ -23,7 +23,7 @@ from sslj.methods import get_method
 from sslj.models import get_model
 from sslj.train import sharding
 from sslj.train.checkpoint import Checkpointer
-from sslj.train.evaluate import evaluate, make_predict
+from sslj.train.evaluate import EvalSet, evaluate, make_predict
 from sslj.train.metrics import MetricWriter
 from sslj.train.optim import make_optimizer
 from sslj.train.state import create_train_state
@@ -102,7 +102,9 @@ def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None,
     seen = sp.seen_classes
     train_labels = splits_lib.relabel(ds.train_labels, seen)
     test_labels = splits_lib.relabel(ds.test_labels, seen)
-    val_images, val_labels = ds.train_images[sp.validation], train_labels[sp.validation]
+    eval_bs = int(cfg.eval_batch_size)
+    val_set = EvalSet(ds.train_images[sp.validation], train_labels[sp.validation], eval_bs, mesh)
+    test_set = EvalSet(ds.test_images, test_labels, eval_bs, mesh)
 
     rng = jax.random.PRNGKey(int(cfg.seed))
     state = create_train_state(exp.model, exp.optimizer, rng, ds.image_shape,
@@ -123,15 +125,11 @@ def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None,
     train_step = make_train_step(exp.model, exp.method, exp.optimizer, cfg, mesh)
     predict = make_predict(exp.model, mesh)
     batches = train_streams(exp).iterate(mesh, start_step=start)
-    eval_bs = int(cfg.eval_batch_size)
 
     def run_eval(step: int) -> dict:
-        val = evaluate(predict, state.params, state.batch_stats, state.masks, val_images,
-                       val_labels, eval_bs, mesh)
-        test = evaluate(predict, state.params, state.batch_stats, state.masks,
-                        ds.test_images, test_labels, eval_bs, mesh)
-        ema_test = evaluate(predict, state.ema_params, state.batch_stats, state.masks,
-                            ds.test_images, test_labels, eval_bs, mesh)
+        val = evaluate(predict, state.params, state.batch_stats, state.masks, val_set)
+        test = evaluate(predict, state.params, state.batch_stats, state.masks, test_set)
+        ema_test = evaluate(predict, state.ema_params, state.batch_stats, state.masks, test_set)
         record = {"step": step, "val_accuracy": val["accuracy"],
                   "test_accuracy": test["accuracy"], "test_auroc": test["auroc"],
                   "ema_test_accuracy": ema_test["accuracy"]}
