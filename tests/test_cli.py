@@ -1,0 +1,42 @@
+"""The entry point as a user meets it: clear messages, no tracebacks."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from sslj.train.loop import train_and_evaluate
+from tests.conftest import tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_cli(*args, tmp_path):
+    env = {**os.environ, "XLA_FLAGS": "", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "run.py"),
+                           "--workdir", str(tmp_path / "run"), *args],
+                          capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config.split.mismatch_ratio=1.5"],
+     "config.split.mismatch_ratio: 1.5 is out of range (allowed: [0.0, 1.0])"),
+    (["--config.data.source=tfds:cifar10", "--config.data.data_dir=/nonexistent/tfds"],
+     "python -m sslj.data.prepare cifar10 --data_dir /nonexistent/tfds"),
+])
+def test_cli_reports_bad_input_without_traceback(tmp_path, args, message):
+    proc = run_cli(*args, tmp_path=tmp_path)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run" / "supervised" / "checkpoints").exists()
+
+
+def test_digits_source_end_to_end(tmp_path):
+    c = tiny_config(**{"data.source": "digits", "data.crop_pad": 1, "split.labels_per_class": 5,
+                       "split.unlabeled_size": 400, "split.num_validation": 100,
+                       "method": "pi_model", "eval_batch_size": 96})
+    r = train_and_evaluate(c, str(tmp_path))
+    assert r["split"] == "digits.oliver.mm0.50@30.s0"
+    assert 0.0 <= r["test_accuracy_at_best_val"] <= 1.0
