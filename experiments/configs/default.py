@@ -53,6 +53,7 @@ def get_config():
     c.log_every = 50
     c.eval_every = 100
     c.checkpoint_every = 400
+    c.keep_checkpoints = 2
     c.median_last_evals = 5
     c.progress_bar = True
     c.tensorboard = True

@@ -7,6 +7,7 @@ RNG), results.json.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -111,7 +112,7 @@ def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None,
                                extra=exp.method.init_extra(len(sp.unlabeled)))
     state = sharding.replicate(mesh, state)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), int(cfg.get("keep_checkpoints", 2)))
-    meta = {"best": None, "evals": []}
+    meta = {"best": None, "evals": [], "train_time_s": 0.0}
     start = 0
     if ckpt.latest_step() is not None:
         state, meta = ckpt.restore(state)
@@ -119,6 +120,7 @@ def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None,
         if meta["data_position"]["labeled"] != start * int(cfg.batch_size):
             raise ValueError(f"checkpoint in {workdir} was written with another batch_size; "
                              "resume with the config it was started with")
+    prior_time = float(meta.get("train_time_s", 0.0))  # spent by earlier invocations
     writer = MetricWriter(workdir, resume_step=start if start else None,
                           tensorboard=bool(cfg.get("tensorboard", True)))
 
@@ -170,7 +172,10 @@ def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None,
                 meta["data_position"] = {"labeled": step * int(cfg.batch_size),
                                          "unlabeled": step * int(cfg.unlabeled_batch_size),
                                          "seed": int(cfg.seed)}
-                ckpt.save(step, state, meta)
+                # a snapshot: the save finishes in the background while meta keeps growing
+                snapshot = copy.deepcopy(meta)
+                snapshot["train_time_s"] = prior_time + time.time() - t_start
+                ckpt.save(step, state, snapshot)
     finally:
         bar.close()
         ckpt.close()
@@ -178,7 +183,7 @@ def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None,
 
     if end < num_steps:
         return {"stopped_at": end}
-    results = summarize(cfg, sp, meta, time.time() - t_start)
+    results = summarize(cfg, sp, meta, prior_time + time.time() - t_start)
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
