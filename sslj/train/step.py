@@ -21,6 +21,7 @@ from sslj.data import augment as augment_lib
 from sslj.methods.base import Method, StepContext
 from sslj.spl.masks import apply_masks
 from sslj.train import sharding
+from sslj.train.schedules import learning_rate
 
 
 class Forward:
@@ -60,7 +61,7 @@ def make_step_fn(model, method: Method, optimizer: optax.GradientTransformation,
     terms = method.terms()
     ema_decay = float(config.ema_decay)
     policy = config.bn_update
-    schedule_lr = _lr_probe(config)
+    schedule_lr = learning_rate(config.optimizer, int(config.num_steps))
 
     def step(state, batch):
         rng = jax.random.fold_in(state.rng, state.step)
@@ -90,7 +91,8 @@ def make_step_fn(model, method: Method, optimizer: optax.GradientTransformation,
                    **{f"losses/{k}": v for k, v in values.items()},
                    **{f"weights/{k}": w for k, w in weights.items()},
                    "monitors/l2_grads": _l2(grads), "monitors/l2_params": _l2(params),
-                   "monitors/l2_updates": _l2(updates), "monitors/lr": schedule_lr(state.step)}
+                   "monitors/l2_updates": _l2(updates),
+                   "monitors/lr": jnp.asarray(schedule_lr(state.step), jnp.float32)}
         return new_state, metrics
 
     return step
@@ -103,13 +105,6 @@ def _labeled_stats(model, state, batch, augment, rng):
     _, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, x,
                              train=True, rngs={"dropout": drop_rng}, mutable=["batch_stats"])
     return updates["batch_stats"]
-
-
-def _lr_probe(config):
-    from sslj.train.schedules import learning_rate
-
-    return lambda step: jnp.asarray(learning_rate(config.optimizer, int(config.num_steps))(step),
-                                    jnp.float32)
 
 
 def make_train_step(model, method, optimizer, config, mesh, *, donate: bool = True):
