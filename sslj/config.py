@@ -17,7 +17,8 @@ BN_UPDATE_POLICIES = ("clean", "all", "labeled", "none")
 SPLIT_PROTOCOLS = ("oliver", "ds3l")
 OPTIMIZERS = ("adam", "sgd", "nesterov")
 LR_SCHEDULES = ("constant", "staircase", "fixmatch_cosine")
-RAMPS = ("constant", "oliver_exp", "linear")
+RAMPS = ("constant", "oliver_exp", "linear", "warmup")
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 
 
 class ConfigError(ValueError):
@@ -85,6 +86,10 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int | None = No
     _choice(config, "optimizer.name", OPTIMIZERS)
     _choice(config, "optimizer.schedule", LR_SCHEDULES)
     _choice(config, "ramp.kind", RAMPS)
+    if "compute_dtype" in config:
+        _choice(config, "compute_dtype", COMPUTE_DTYPES)
+    if "entmin" in config:
+        _number(config, "entmin.weight", low=0.0)
 
     _number(config, "split.mismatch_ratio", low=0.0, high=1.0)
     _number(config, "split.v1_fraction", low=0.0, high=1.0, low_open=True)

@@ -122,12 +122,14 @@ def test_bn_update_policies():
 def _setup(method, devices, **overrides):
     c = for_method(tiny_config(**overrides), method)
     exp = loop.build(c, devices=devices)
-    state = create_train_state(exp.model, exp.optimizer, jax.random.PRNGKey(0), (28, 28, 1))
+    state = loop.init_state(exp, jax.random.PRNGKey(0))
     batches = loop.train_streams(exp).iterate(exp.mesh)
     return c, exp, sharding.replicate(exp.mesh, state), batches
 
 
-@pytest.mark.parametrize("method", ["supervised", "pi_model"])
+@pytest.mark.parametrize("method", ["supervised", "pi_model", "vat", "mean_teacher",
+                                    "temporal_ensembling", "pseudo_label",
+                                    "pseudo_label_accumulated"])
 def test_step_compiles_once_over_many_steps(method, devices):
     chex.clear_trace_counter()  # the counter is global; earlier parametrizations count too
     c, exp, state, batches = _setup(method, devices)

@@ -77,13 +77,51 @@ def get_config():
 
     c.ema_decay = 0.99
     c.bn_update = "clean"
+    c.compute_dtype = "float32"  # or bfloat16 / float16: params stay float32
+
+    # EntMin as an add-on term to any method using unlabeled data (0 = off).
+    c.entmin = ml_collections.ConfigDict({"weight": 0.0})
 
     c.pi_model = ml_collections.ConfigDict()
     c.pi_model.weight = 20.0
     c.pi_model.stop_gradient_target = True
 
+    c.mean_teacher = ml_collections.ConfigDict()
+    c.mean_teacher.weight = 8.0  # Oliver et al.
+    c.mean_teacher.ema_decay = 0.95
+
+    c.temporal_ensembling = ml_collections.ConfigDict()
+    c.temporal_ensembling.weight = 30.0  # Laine & Aila
+    c.temporal_ensembling.alpha = 0.6
+
+    c.vat = ml_collections.ConfigDict()
+    c.vat.weight = 0.3  # Oliver et al.
+    c.vat.eps = 2.0  # Oliver: 6.0 (CIFAR-10), 1.0 (SVHN); 2.0 chosen for MNIST in [-1, 1]
+    c.vat.power_iterations = 1
+    # "hvp": exact Hessian-vector product; "finite_difference" with xi: Oliver's code, which
+    # in float32 at xi = 1e-6 is rounding noise (see sslj/methods/vat.py)
+    c.vat.probe = "hvp"
+    c.vat.xi = 1e-6  # finite_difference only
+    c.vat.divergence = "perturbed_clean"  # KL(p(x+r) || p(x)); "clean_perturbed": Oliver's code
+    c.vat.unroll = True  # unroll the power-iteration loop (short loops are faster on CPU)
+    c.vat.entmin_weight = 0.1  # vat_entmin only
+
+    c.pseudo_label = ml_collections.ConfigDict()
+    c.pseudo_label.weight = 1.0
+    c.pseudo_label.threshold = 0.95
+
+    c.pseudo_label_accumulated = ml_collections.ConfigDict()
+    c.pseudo_label_accumulated.weight = 1.0
+    c.pseudo_label_accumulated.threshold = 0.95
+    c.pseudo_label_accumulated.warmup_epochs = 10  # the report: 10 of 300 epochs
+    c.pseudo_label_accumulated.epoch_steps = 0  # 0: one pass over the unlabeled set
+
     c.method_overrides = ml_collections.ConfigDict()
     # Per-method settings, merged over the config when that method runs (Oliver's lr).
     c.method_overrides.pi_model = ml_collections.ConfigDict()
     c.method_overrides.pi_model.optimizer = ml_collections.ConfigDict({"lr": 3e-4})
+    c.method_overrides.pseudo_label = ml_collections.ConfigDict(
+        {"optimizer": ml_collections.ConfigDict({"lr": 3e-4})})
+    c.method_overrides.mean_teacher = ml_collections.ConfigDict(
+        {"optimizer": ml_collections.ConfigDict({"lr": 4e-4})})
     return c

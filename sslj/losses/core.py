@@ -13,10 +13,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, where: jax.Array | None 
     """
     logp = jax.nn.log_softmax(logits.astype(jnp.float32))
     nll = -jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
-    if where is None:
-        return jnp.mean(nll)
-    where = where.astype(nll.dtype)
-    return jnp.sum(nll * where) / jnp.maximum(jnp.sum(where), 1.0)
+    return masked_mean(nll, where)
 
 
 def softmax_mse(logits: jax.Array, target_logits: jax.Array) -> jax.Array:
@@ -28,3 +25,31 @@ def softmax_mse(logits: jax.Array, target_logits: jax.Array) -> jax.Array:
     p = jax.nn.softmax(logits.astype(jnp.float32))
     q = jax.nn.softmax(target_logits.astype(jnp.float32))
     return jnp.mean(jnp.square(p - q))
+
+
+def entropy(logits: jax.Array) -> jax.Array:
+    """Per-example Shannon entropy -sum_c p_c log p_c of softmax(logits), in nats."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32))
+    return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+
+
+def kl_divergence(p_logits: jax.Array, q_logits: jax.Array) -> jax.Array:
+    """Per-example KL(p || q) = sum_c p_c (log p_c - log q_c), p = softmax(p_logits).
+
+    Written with log-softmax on both sides (no log of a rounded probability), the form
+    of Oliver et al.'s `kl_divergence_with_logit(q_logit=p_logits, p_logit=q_logits)`.
+    """
+    logp = jax.nn.log_softmax(p_logits.astype(jnp.float32))
+    logq = jax.nn.log_softmax(q_logits.astype(jnp.float32))
+    return jnp.sum(jnp.exp(logp) * (logp - logq), axis=-1)
+
+
+def masked_mean(values: jax.Array, where: jax.Array | None = None) -> jax.Array:
+    """Mean of `values` over the examples with where = 1 (0 when none is selected).
+
+    TF1's SUM_BY_NONZERO_WEIGHTS reduction, which Oliver et al.'s losses use.
+    """
+    if where is None:
+        return jnp.mean(values)
+    where = where.astype(values.dtype)
+    return jnp.sum(values * where) / jnp.maximum(jnp.sum(where), 1.0)

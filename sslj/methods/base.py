@@ -8,6 +8,16 @@ A method is a set of weighted loss terms over one shared forward pass:
     and a ramp; the train step sums `weight * ramp(step) * value`.
 Add-on terms (EntMin, NS3L, ...) are `Term`s over the same outputs; target modifiers
 (LS, ProSelfLC, ...) wrap the supervised term's function.
+
+Optional hooks for stateful methods:
+  * `init_extra(num_unlabeled, variables)` / `update_extra(state, new_state, outputs,
+    batch)`: method state in `TrainState.extra` (Mean Teacher's teacher, Temporal
+    Ensembling's ensemble), updated inside the jitted step after the optimizer update;
+  * `monitors(outputs, batch)`: extra scalars logged as `monitors/<name>`;
+  * `refresh_due(step)` / `refresh(extra, logits_unlabeled, step, true_labels)` ->
+    (extra, stats): a host-side update from a jitted inference pass over the whole
+    unlabeled set, run by the loop between steps (the report's accumulated
+    pseudo-labels).
 """
 
 from __future__ import annotations
@@ -20,7 +30,7 @@ from typing import Any, ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from sslj.losses import cross_entropy
+from sslj.losses import cross_entropy, entropy
 from sslj.train.schedules import ramp
 
 Outputs = Mapping[str, jax.Array]
@@ -55,6 +65,13 @@ def supervised_xe(outputs: Outputs, batch: Batch) -> jax.Array:
     return cross_entropy(outputs["logits"], batch["label"])
 
 
+def entmin(outputs: Outputs, batch: Batch) -> jax.Array:
+    """Entropy minimisation (Grandvalet & Bengio 2005): mean entropy of the predictions on
+    the unlabeled batch (`logits_u`, the clean pass), as VAT+EntMin adds it."""
+    del batch
+    return jnp.mean(entropy(outputs["logits_u"]))
+
+
 class Method(abc.ABC):
     """Base class; subclasses set `name` and register with `sslj.methods.register`."""
 
@@ -64,9 +81,14 @@ class Method(abc.ABC):
     def __init__(self, config):
         self.config = config
 
-    @classmethod  # noqa: B027 - an optional hook: no checks by default
+    @classmethod
     def validate(cls, config) -> None:
         """Method-specific config checks (raise sslj.config.ConfigError)."""
+        from sslj.config import ConfigError
+
+        if _entmin_weight(config) > 0 and not cls.uses_unlabeled:
+            raise ConfigError("entmin.weight", f"> 0 but {cls.name} uses no unlabeled data",
+                              "0.0 for this method")
 
     @abc.abstractmethod
     def outputs(self, ctx: StepContext, batch: Batch, rng: jax.Array) -> dict[str, jax.Array]:
@@ -76,10 +98,43 @@ class Method(abc.ABC):
     def terms(self) -> tuple[Term, ...]:
         ...
 
-    def init_extra(self, num_unlabeled: int) -> dict:
-        """Method state kept in `TrainState.extra` (empty for stateless methods)."""
-        del num_unlabeled
+    def loss_terms(self) -> tuple[Term, ...]:
+        """`terms()` plus the add-on terms the config asks for (EntMin, weight
+        `entmin.weight`, ramped like the consistency term)."""
+        out = tuple(self.terms())
+        weight = _entmin_weight(self.config)
+        if weight > 0:
+            out += (Term("entmin", entmin, weight=weight, ramp=self.consistency_ramp()),)
+        return out
+
+    def init_extra(self, num_unlabeled: int, variables) -> dict:
+        """Method state kept in `TrainState.extra` (empty for stateless methods).
+
+        `variables` = {"params", "batch_stats"} of the initial model; whatever is returned
+        must own its buffers (the step donates the state).
+        """
+        del num_unlabeled, variables
         return {}
+
+    def update_extra(self, state, new_state, outputs: Outputs, batch: Batch):
+        """The next `extra`, given the state before and after the optimizer update."""
+        del new_state, outputs, batch
+        return state.extra
+
+    def monitors(self, outputs: Outputs, batch: Batch) -> dict[str, jax.Array]:
+        del outputs, batch
+        return {}
+
+    def refresh_due(self, step: int) -> bool:
+        del step
+        return False
+
+    def refresh(self, extra, logits_unlabeled, step: int, true_labels=None):
+        raise NotImplementedError(f"{self.name} has no refresh")
 
     def consistency_ramp(self):
         return ramp(self.config.ramp.kind, int(self.config.ramp.steps))
+
+
+def _entmin_weight(config) -> float:
+    return float(config.get("entmin", {}).get("weight", 0.0))

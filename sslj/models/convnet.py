@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -24,20 +25,24 @@ class SmallCNN(nn.Module):
     dropout: float = 0.0
     slope: float = 0.1
     bn_momentum: float = 0.99
+    dtype: Any = jnp.float32  # compute dtype; params stay float32, logits are float32
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         act = functools.partial(nn.leaky_relu, negative_slope=self.slope)
+        x = x.astype(self.dtype)
         for width in self.widths:
             for _ in range(2):
-                x = nn.Conv(width, (3, 3), use_bias=False, kernel_init=conv_init)(x)
-                x = act(nn.BatchNorm(use_running_average=not train,
-                                     momentum=self.bn_momentum, epsilon=1e-3)(x))
+                x = nn.Conv(width, (3, 3), use_bias=False, kernel_init=conv_init,
+                            dtype=self.dtype)(x)
+                x = act(nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                                     epsilon=1e-3, dtype=self.dtype)(x))
             if min(x.shape[1:3]) >= 4:
                 x = nn.max_pool(x, (2, 2), (2, 2))
         x = jnp.mean(x, axis=(1, 2))
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, name="classifier")(x)
+        return nn.Dense(self.num_classes, name="classifier", dtype=self.dtype)(x).astype(
+            jnp.float32)
 
 
 class ICNMnistNet(nn.Module):
@@ -50,12 +55,15 @@ class ICNMnistNet(nn.Module):
     num_classes: int
     widths: tuple[int, ...] = (64, 128, 256, 512)
     slope: float = 0.2
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         del train  # no batch statistics, no dropout
+        x = x.astype(self.dtype)
         for width in self.widths:
-            x = nn.leaky_relu(nn.Conv(width, (5, 5), strides=2, kernel_init=conv_init)(x),
-                              self.slope)
+            x = nn.leaky_relu(nn.Conv(width, (5, 5), strides=2, kernel_init=conv_init,
+                                      dtype=self.dtype)(x), self.slope)
         x = x.reshape((x.shape[0], -1))
-        return nn.Dense(self.num_classes, name="classifier")(x)
+        return nn.Dense(self.num_classes, name="classifier", dtype=self.dtype)(x).astype(
+            jnp.float32)

@@ -10,6 +10,7 @@ official `wide_resnet` (lib/networks.py): 1,467,610 parameters for 10 classes.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -17,8 +18,9 @@ import jax.numpy as jnp
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-def _bn(train: bool, name=None):
-    return nn.BatchNorm(use_running_average=not train, momentum=0.999, epsilon=1e-3, name=name)
+def _bn(train: bool, dtype, name=None):
+    return nn.BatchNorm(use_running_average=not train, momentum=0.999, epsilon=1e-3, name=name,
+                        dtype=dtype)
 
 
 class ResidualUnit(nn.Module):
@@ -26,19 +28,20 @@ class ResidualUnit(nn.Module):
     stride: int
     activate_before_residual: bool = False
     slope: float = 0.1
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool):
         act = functools.partial(nn.leaky_relu, negative_slope=self.slope)
-        conv = functools.partial(nn.Conv, use_bias=False, kernel_init=conv_init)
+        conv = functools.partial(nn.Conv, use_bias=False, kernel_init=conv_init, dtype=self.dtype)
         if self.activate_before_residual:
-            x = act(_bn(train)(x))
+            x = act(_bn(train, self.dtype)(x))
             shortcut = x
         else:
             shortcut = x
-            x = act(_bn(train)(x))
+            x = act(_bn(train, self.dtype)(x))
         y = conv(self.features, (3, 3), strides=self.stride)(x)
-        y = act(_bn(train)(y))
+        y = act(_bn(train, self.dtype)(y))
         y = conv(self.features, (3, 3))(y)
         if shortcut.shape[-1] != self.features:
             shortcut = conv(self.features, (1, 1), strides=self.stride, name="conv1x1")(shortcut)
@@ -50,18 +53,21 @@ class WideResNet(nn.Module):
     depth: int = 28
     widen_factor: int = 2
     slope: float = 0.1
+    dtype: Any = jnp.float32  # compute dtype; params stay float32, logits are float32
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         units = (self.depth - 4) // 6
         widths = [16 * self.widen_factor * 2**i for i in range(3)]
-        x = nn.Conv(16, (3, 3), use_bias=False, kernel_init=conv_init, name="init_conv")(x)
+        x = x.astype(self.dtype)
+        x = nn.Conv(16, (3, 3), use_bias=False, kernel_init=conv_init, name="init_conv",
+                    dtype=self.dtype)(x)
         for stage, (width, stride) in enumerate(zip(widths, (1, 2, 2), strict=True)):
             for i in range(units):
                 x = ResidualUnit(width, stride if i == 0 else 1,
                                  activate_before_residual=(stage == 0 and i == 0),
-                                 slope=self.slope)(x, train)
-        x = nn.leaky_relu(_bn(train, "final_bn")(x), self.slope)
+                                 slope=self.slope, dtype=self.dtype)(x, train)
+        x = nn.leaky_relu(_bn(train, self.dtype, "final_bn")(x), self.slope)
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_classes, kernel_init=nn.initializers.glorot_normal(),
-                        name="classifier")(x)
+                        name="classifier", dtype=self.dtype)(x).astype(jnp.float32)

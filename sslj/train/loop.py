@@ -15,6 +15,7 @@ import os
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from sslj import config as config_lib
@@ -65,9 +66,19 @@ def build(config, workdir: str | None = None, devices=None) -> Experiment:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
     model = get_model(config.model, len(splits.seen_classes),
+                      dtype=jnp.dtype(config.get("compute_dtype", "float32")),
                       **dict(config.get("model_kwargs", {})))
     return Experiment(config, dataset, splits, mesh, model, get_method(config),
                       make_optimizer(config.optimizer, int(config.num_steps)))
+
+
+def init_state(exp: Experiment, rng=None):
+    """The initial TrainState (seeded by `config.seed`), with the method's `extra`."""
+    if rng is None:
+        rng = jax.random.PRNGKey(int(exp.config.seed))
+    state = create_train_state(exp.model, exp.optimizer, rng, exp.dataset.image_shape)
+    return state.replace(extra=exp.method.init_extra(
+        len(exp.splits.unlabeled), {"params": state.params, "batch_stats": state.batch_stats}))
 
 
 def train_streams(exp: Experiment) -> pipeline.TrainStreams:
@@ -107,10 +118,7 @@ def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None,
     val_set = EvalSet(ds.train_images[sp.validation], train_labels[sp.validation], eval_bs, mesh)
     test_set = EvalSet(ds.test_images, test_labels, eval_bs, mesh)
 
-    rng = jax.random.PRNGKey(int(cfg.seed))
-    state = create_train_state(exp.model, exp.optimizer, rng, ds.image_shape,
-                               extra=exp.method.init_extra(len(sp.unlabeled)))
-    state = sharding.replicate(mesh, state)
+    state = sharding.replicate(mesh, init_state(exp))
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), int(cfg.get("keep_checkpoints", 2)))
     meta = {"best": None, "evals": [], "train_time_s": 0.0}
     start = 0
@@ -126,6 +134,7 @@ def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None,
 
     train_step = make_train_step(exp.model, exp.method, exp.optimizer, cfg, mesh)
     predict = make_predict(exp.model, mesh)
+    unlabeled_set = None  # built on the first refresh (methods with a host-side update)
     batches = train_streams(exp).iterate(mesh, start_step=start)
 
     def run_eval(step: int) -> dict:
@@ -155,6 +164,16 @@ def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None,
             state, metrics = train_step(state, next(batches))
             pending.append((step, metrics))
             bar.update(1)
+            if exp.method.refresh_due(step):
+                if unlabeled_set is None:
+                    unlabeled_set = EvalSet(ds.train_images[sp.unlabeled],
+                                            train_labels[sp.unlabeled], eval_bs, mesh)
+                logits = unlabeled_set.logits(predict, state.params, state.batch_stats,
+                                              state.masks)
+                extra, stats = exp.method.refresh(jax.device_get(state.extra), logits, step,
+                                                  unlabeled_set.labels)
+                state = state.replace(extra=sharding.replicate(mesh, extra))
+                writer.write(step, {f"refresh/{k}": v for k, v in stats.items()})
             is_eval = step % eval_every == 0 or step == num_steps
             is_save = step % ckpt_every == 0 or step == end
             if step % log_every == 0 or is_eval or is_save:

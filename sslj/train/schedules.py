@@ -10,7 +10,8 @@ def ramp(kind: str, steps: int):
     """Weight multiplier in [0, 1] as a function of the step.
 
     `oliver_exp`: exp(-5 (1 - t / T)^2) for t < T, then 1 (Laine & Aila; Oliver et al.).
-    `linear`: t / T clipped to 1. `constant`: 1.
+    `linear`: t / T clipped to 1. `warmup`: 0 before T, then 1 (the SSL report's
+    warm-up epochs on labeled data only). `constant`: 1.
     """
     if kind == "constant" or steps <= 0:
         return lambda step: jnp.ones((), jnp.float32)
@@ -21,6 +22,8 @@ def ramp(kind: str, steps: int):
         return oliver_exp
     if kind == "linear":
         return lambda step: jnp.clip(jnp.asarray(step, jnp.float32) / steps, 0.0, 1.0)
+    if kind == "warmup":
+        return lambda step: (jnp.asarray(step) >= steps).astype(jnp.float32)
     raise ValueError(f"unknown ramp {kind!r}")
 
 

@@ -31,21 +31,32 @@ class Forward:
     (Oliver: the clean pass; perturbed passes, VAT probes and teachers do not).
     `all`: every pass writes, chained in call order (FixMatch). `none`: never.
     `labeled`: the step recomputes them from a separate pass over the labeled batch.
+
+    `dtype` overrides the model's compute dtype for one pass (VAT's probe runs in float32
+    whatever the compute dtype); a `probe=True` pass never writes the statistics, under
+    any policy (VAT's adversarial pass). `with_params` gives a pass over other weights (a Mean
+    Teacher) that applies the same masks and never writes the statistics.
     """
 
-    def __init__(self, model, params, batch_stats, policy: str):
+    def __init__(self, model, params, batch_stats, policy: str, masks=None):
         self.model, self.params, self.policy = model, params, policy
+        self.masks = masks
         self.batch_stats = batch_stats
         self.new_batch_stats = batch_stats
 
-    def __call__(self, images, *, rng, clean: bool):
+    def with_params(self, params, batch_stats) -> Forward:
+        masked = params if self.masks is None else apply_masks(params, self.masks)
+        return Forward(self.model, masked, batch_stats, "none", self.masks)
+
+    def __call__(self, images, *, rng, clean: bool, dtype=None, probe: bool = False):
         rngs = {"dropout": rng}
+        model = self.model if dtype is None else self.model.clone(dtype=dtype)
         if not self.batch_stats:
-            return self.model.apply({"params": self.params}, images, train=True, rngs=rngs)
-        logits, updates = self.model.apply(
+            return model.apply({"params": self.params}, images, train=True, rngs=rngs)
+        logits, updates = model.apply(
             {"params": self.params, "batch_stats": self.new_batch_stats}, images, train=True,
             rngs=rngs, mutable=["batch_stats"])
-        if self.policy == "all" or (self.policy == "clean" and clean):
+        if not probe and (self.policy == "all" or (self.policy == "clean" and clean)):
             self.new_batch_stats = updates["batch_stats"]
         return logits
 
@@ -58,7 +69,7 @@ def _l2(tree) -> jax.Array:
 def make_step_fn(model, method: Method, optimizer: optax.GradientTransformation, config):
     """The un-jitted step function (jit it with `make_train_step`)."""
     augment = augment_lib.from_config(config.data)
-    terms = method.terms()
+    terms = method.loss_terms()
     ema_decay = float(config.ema_decay)
     policy = config.bn_update
     schedule_lr = learning_rate(config.optimizer, int(config.num_steps))
@@ -69,17 +80,18 @@ def make_step_fn(model, method: Method, optimizer: optax.GradientTransformation,
 
         def loss_fn(params):
             masked = apply_masks(params, state.masks)
-            forward = Forward(model, masked, state.batch_stats, policy)
+            forward = Forward(model, masked, state.batch_stats, policy, state.masks)
             ctx = StepContext(forward=forward, augment=augment, step=state.step, state=state)
             outputs = method.outputs(ctx, batch, method_rng)
             values = {t.name: t.fn(outputs, batch) for t in terms}
             weights = {t.name: jnp.asarray(t.weight, jnp.float32) * t.ramp(state.step)
                        for t in terms}
             total = sum(weights[k] * values[k] for k in values)
-            return total, (values, weights, forward.new_batch_stats)
+            return total, (values, weights, forward.new_batch_stats, outputs)
 
-        (total, (values, weights, new_stats)), grads = jax.value_and_grad(
+        (total, (values, weights, new_stats, outputs)), grads = jax.value_and_grad(
             loss_fn, has_aux=True)(state.params)
+        outputs = jax.lax.stop_gradient(outputs)
         if policy == "labeled" and state.batch_stats:
             new_stats = _labeled_stats(model, state, batch, augment, bn_rng)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -87,12 +99,15 @@ def make_step_fn(model, method: Method, optimizer: optax.GradientTransformation,
         ema_params = optax.incremental_update(params, state.ema_params, 1.0 - ema_decay)
         new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_stats,
                                   opt_state=opt_state, ema_params=ema_params)
+        new_state = new_state.replace(
+            extra=method.update_extra(state, new_state, outputs, batch))
         metrics = {"losses/total": total,
                    **{f"losses/{k}": v for k, v in values.items()},
                    **{f"weights/{k}": w for k, w in weights.items()},
                    "monitors/l2_grads": _l2(grads), "monitors/l2_params": _l2(params),
                    "monitors/l2_updates": _l2(updates),
-                   "monitors/lr": jnp.asarray(schedule_lr(state.step), jnp.float32)}
+                   "monitors/lr": jnp.asarray(schedule_lr(state.step), jnp.float32),
+                   **{f"monitors/{k}": v for k, v in method.monitors(outputs, batch).items()}}
         return new_state, metrics
 
     return step

@@ -1,0 +1,152 @@
+"""Pseudo-labelling (Lee 2013), in two forms.
+
+`pseudo_label` (online, Oliver et al. 2018): each step, the clean pass's prediction on
+an unlabeled image gives its pseudo-label argmax p (no gradient) when max p exceeds the
+threshold (0.95); loss = xe(labeled) + w(t) * mean over the *confident* unlabeled
+examples of xe(logits, pseudo-label) (TF1's SUM_BY_NONZERO_WEIGHTS, as Oliver's code;
+zero when none is confident), w = 1 ramped like the consistency terms, lr 3e-4.
+Unconfident examples contribute exactly zero loss and zero gradient.
+
+`pseudo_label_accumulated` (the SSL report's Task 1): train on labeled data only for
+`warmup_epochs`; from then on, after every epoch the whole unlabeled set is predicted
+(a jitted inference pass, running BatchNorm statistics) and every example whose max
+probability exceeds the threshold joins the pseudo-labeled set with its argmax label.
+The set only grows: a member keeps the label it was admitted with (the report
+"accumulates" confident examples). Members in the unlabeled batch add
+w * mean xe(logits, stored label); non-members add nothing. An epoch is
+`epoch_steps` steps (0: one pass over the unlabeled set, ceil(U / unlabeled batch)).
+The report's settings: threshold 0.95 / 0.75 / 0.6, 10 warm-up epochs of 300.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sslj.data.augment import to_float
+from sslj.losses import cross_entropy
+from sslj.methods.base import Method, Term, supervised_xe
+
+
+def confident_pseudo_labels(logits: jax.Array, threshold: float):
+    """(argmax p, max p > threshold) of p = softmax(logits), without gradient."""
+    p = jax.nn.softmax(jax.lax.stop_gradient(logits).astype(jnp.float32))
+    return jnp.argmax(p, axis=-1), jnp.max(p, axis=-1) > threshold
+
+
+def admit(member: np.ndarray, label: np.ndarray, probs: np.ndarray, threshold: float):
+    """The accumulated set after one refresh: members stay (with their labels); every
+    non-member with max p > threshold joins with argmax p. Returns (member, label, new)."""
+    confident = probs.max(axis=-1) > threshold
+    new = confident & ~member
+    label = np.where(new, probs.argmax(axis=-1), label).astype(label.dtype)
+    return member | new, label, new
+
+
+class _OneCleanPass(Method):
+    def outputs(self, ctx, batch, rng):
+        r_aug, r_fwd = jax.random.split(rng)
+        xl = to_float(batch["image"])
+        xu = to_float(batch["unlabeled_image"])
+        n = xl.shape[0]
+        logits = ctx.forward(ctx.augment(jnp.concatenate([xl, xu]), r_aug), rng=r_fwd,
+                             clean=True)
+        return {"logits": logits[:n], "logits_u": logits[n:]}
+
+
+class PseudoLabel(_OneCleanPass):
+    name = "pseudo_label"
+
+    @classmethod
+    def validate(cls, config):
+        from sslj.config import _number
+
+        super().validate(config)
+        _number(config, "pseudo_label.weight", low=0.0)
+        _number(config, "pseudo_label.threshold", low=0.0, high=1.0)
+
+    def outputs(self, ctx, batch, rng):
+        out = super().outputs(ctx, batch, rng)
+        label, confident = confident_pseudo_labels(out["logits_u"],
+                                                   float(self.config.pseudo_label.threshold))
+        return {**out, "pseudo_label": label, "confident": confident}
+
+    def terms(self):
+        return (Term("xe", supervised_xe),
+                Term("pl", lambda o, b: cross_entropy(o["logits_u"], o["pseudo_label"],
+                                                      where=o["confident"]),
+                     weight=float(self.config.pseudo_label.weight),
+                     ramp=self.consistency_ramp()))
+
+    def monitors(self, outputs, batch):
+        return {"mask": jnp.mean(outputs["confident"].astype(jnp.float32))}
+
+
+class PseudoLabelAccumulated(_OneCleanPass):
+    name = "pseudo_label_accumulated"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.num_unlabeled = int(config.split.unlabeled_size)
+
+    @classmethod
+    def validate(cls, config):
+        from sslj.config import _number
+
+        super().validate(config)
+        cfg = "pseudo_label_accumulated"
+        _number(config, f"{cfg}.weight", low=0.0)
+        _number(config, f"{cfg}.threshold", low=0.0, high=1.0)
+        _number(config, f"{cfg}.warmup_epochs", low=0, integer=True)
+        _number(config, f"{cfg}.epoch_steps", low=0, integer=True)
+
+    @property
+    def epoch_steps(self) -> int:
+        steps = int(self.config.pseudo_label_accumulated.epoch_steps)
+        return steps or math.ceil(self.num_unlabeled / int(self.config.unlabeled_batch_size))
+
+    def init_extra(self, num_unlabeled, variables):
+        self.num_unlabeled = num_unlabeled
+        return {"pl_member": jnp.zeros((num_unlabeled,), jnp.bool_),
+                "pl_label": jnp.zeros((num_unlabeled,), jnp.int32)}
+
+    def outputs(self, ctx, batch, rng):
+        out = super().outputs(ctx, batch, rng)
+        ids = batch["unlabeled_index"]
+        return {**out, "pseudo_label": ctx.state.extra["pl_label"][ids],
+                "member": ctx.state.extra["pl_member"][ids]}
+
+    def terms(self):
+        # no ramp: the warm-up epochs are this variant's schedule
+        return (Term("xe", supervised_xe),
+                Term("pl", lambda o, b: cross_entropy(o["logits_u"], o["pseudo_label"],
+                                                      where=o["member"]),
+                     weight=float(self.config.pseudo_label_accumulated.weight)))
+
+    def monitors(self, outputs, batch):
+        return {"pl_members_in_batch": jnp.mean(outputs["member"].astype(jnp.float32))}
+
+    def refresh_due(self, step: int) -> bool:
+        epoch, rest = divmod(step, self.epoch_steps)
+        return rest == 0 and epoch >= int(self.config.pseudo_label_accumulated.warmup_epochs)
+
+    def refresh(self, extra, logits_unlabeled, step: int, true_labels=None):
+        """Admits the confident examples; returns (extra, stats for the metrics).
+
+        With `true_labels` (-1 for unseen classes), the stats also give the accuracy of
+        the stored pseudo-labels and the fraction of members from unseen classes.
+        """
+        logits = np.asarray(logits_unlabeled, np.float64)
+        probs = np.exp(logits - logits.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        member, label, new = admit(np.asarray(extra["pl_member"]), np.asarray(extra["pl_label"]),
+                                   probs, float(self.config.pseudo_label_accumulated.threshold))
+        stats = {"members": int(member.sum()), "admitted": int(new.sum())}
+        if true_labels is not None and member.any():
+            true_labels = np.asarray(true_labels)
+            stats["label_accuracy"] = float(np.mean(label[member] == true_labels[member]))
+            stats["unseen_fraction"] = float(np.mean(true_labels[member] < 0))
+        return {**extra, "pl_member": member, "pl_label": label}, stats

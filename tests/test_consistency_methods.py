@@ -1,0 +1,347 @@
+"""VAT (+EntMin), Mean Teacher, Temporal Ensembling, Pseudo-Label: numbers, not smoke."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sslj.config import ConfigError, for_method, validate
+from sslj.data.augment import to_float
+from sslj.losses import entropy, kl_divergence
+from sslj.methods import get_method
+from sslj.methods.base import StepContext, entmin
+from sslj.methods.mean_teacher import ema_update
+from sslj.methods.pseudo_label import admit
+from sslj.methods.temporal_ensembling import accumulate, bias_corrected_target
+from sslj.methods.vat import adversarial_perturbation, divergence_fn, normalize
+from sslj.train import loop
+from sslj.train.metrics import read_jsonl
+from sslj.train.step import Forward, make_train_step
+from tests.conftest import tiny_config
+
+
+def np_softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+# ---------------------------------------------------------------- VAT: the perturbation
+
+def _linear_problem(seed=0, batch=6, dim=5, classes=4):
+    """A linear softmax model: the Hessian of KL at r = 0 is W (diag p - p p^T) W^T."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(dim, classes))
+    b = 0.5 * rng.normal(size=classes)
+    x = 0.5 * rng.normal(size=(batch, dim))
+    p = np_softmax(x @ w + b)
+    hessians = np.stack([w @ (np.diag(pi) - np.outer(pi, pi)) @ w.T for pi in p])
+    wj, bj = jnp.asarray(w, jnp.float32), jnp.asarray(b, jnp.float32)
+    d0 = rng.normal(size=(batch, dim)).astype(np.float32)
+    return (lambda z: z @ wj + bj), jnp.asarray(x, jnp.float32), d0, hessians
+
+
+@pytest.mark.parametrize("direction", ["perturbed_clean", "clean_perturbed"])
+@pytest.mark.parametrize("unroll", [True, False])
+def test_power_iteration_converges_to_top_hessian_eigenvector(direction, unroll):
+    fn, x, d0, hessians = _linear_problem()
+    eps = 2.5
+    r = adversarial_perturbation(fn, x, d0, xi=1e-3, eps=eps, power_iterations=40,
+                                 divergence=divergence_fn(direction), unroll=unroll)
+    r = np.asarray(r, np.float64)
+    for h, ri in zip(hessians, r, strict=True):
+        evals, evecs = np.linalg.eigh(h)
+        assert evals[-1] > 1.2 * evals[-2], "the test problem needs an eigengap"
+        cos = abs(ri @ evecs[:, -1]) / np.linalg.norm(ri)
+        assert cos > 0.9999, cos
+    # ||r_adv|| = eps for every example (Oliver's normalisation, 1e-6 inside the sqrt)
+    np.testing.assert_allclose(np.linalg.norm(r, axis=1), eps, rtol=1e-5)
+
+
+@pytest.mark.parametrize("direction", ["perturbed_clean", "clean_perturbed"])
+def test_one_power_iteration_is_the_normalised_hessian_vector_product(direction):
+    fn, x, d0, hessians = _linear_problem(seed=3)
+
+    def np_normalize(d):
+        d = d / (1e-12 + np.abs(d).max(-1, keepdims=True))
+        return d / np.sqrt(1e-6 + (d * d).sum(-1, keepdims=True))
+
+    d = np_normalize(d0.astype(np.float64))
+    np.testing.assert_allclose(normalize(jnp.asarray(d0)), d, rtol=1e-5)
+    expected = np_normalize(np.einsum("bij,bj->bi", hessians, d))
+
+    def r(probe, xi):
+        return np.asarray(adversarial_perturbation(
+            fn, x, d0, xi=xi, eps=1.0, power_iterations=1, probe=probe,
+            divergence=divergence_fn(direction)))
+
+    np.testing.assert_allclose(r("hvp", 0.0), expected, atol=1e-4)  # H d, float32
+    np.testing.assert_allclose(r("finite_difference", 1e-3), expected, atol=1e-2)
+    # Oliver's xi = 1e-6 in float32: the finite difference drowns in rounding; at least
+    # one example's direction is far from H d (why `vat.probe = "hvp"` exists)
+    cos = np.sum(r("finite_difference", 1e-6) * expected, -1)
+    assert cos.min() < 0.9
+
+
+def _vat_setup(method="vat", **overrides):
+    c = for_method(tiny_config(method=method, **overrides), method)
+    exp = loop.build(c, devices=jax.devices()[:1])
+    state = loop.init_state(exp, jax.random.PRNGKey(0))
+    rng = np.random.default_rng(0)
+    batch = {"image": rng.integers(0, 256, (4, 28, 28, 1), np.uint8),
+             "label": rng.integers(0, 6, 4).astype(np.int32),
+             "unlabeled_image": rng.integers(0, 256, (8, 28, 28, 1), np.uint8),
+             "unlabeled_index": np.arange(100, 108, dtype=np.int32)}
+    return c, exp, state, batch
+
+
+def _outputs(exp, state, batch, policy="clean"):
+    """The method's outputs (jitted, no augmentation) and the running statistics after."""
+
+    @jax.jit
+    def run(state, batch):
+        forward = Forward(exp.model, state.params, state.batch_stats, policy, state.masks)
+        ctx = StepContext(forward, lambda x, r: x, state.step, state)
+        return exp.method.outputs(ctx, batch, jax.random.PRNGKey(5)), forward.new_batch_stats
+
+    out, stats = run(state, batch)
+    return out, stats
+
+
+def test_vat_r_adv_is_nonzero_and_eps_long_on_a_real_network():
+    c, exp, state, batch = _vat_setup()
+    out, _ = _outputs(exp, state, batch)
+    np.testing.assert_allclose(out["r_adv_norm"], c.vat.eps, rtol=1e-5)
+    assert np.all(np.asarray(out["r_adv_norm"]) > 0)
+
+
+def test_vanishing_probes_give_noise_not_the_adversarial_direction():
+    """The bug class behind the official SPL code's xi = 1e-67 (0 in float32) and fp16
+    probes: r_adv still has length eps, but its direction is rounding noise. A probe
+    that works agrees with the exact Hessian-vector product."""
+    c, exp, state, batch = _vat_setup()
+    x = to_float(jnp.asarray(batch["unlabeled_image"]))
+    d0 = jax.random.normal(jax.random.PRNGKey(1), x.shape)
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+
+    def r(xi, probe="finite_difference", dtype=jnp.float32):
+        model = exp.model.clone(dtype=dtype)
+        fn = lambda z: model.apply(variables, z, train=True, mutable=["batch_stats"])[0]
+        out = adversarial_perturbation(fn, x, d0, xi=xi, eps=1.0, power_iterations=1,
+                                       probe=probe, divergence=divergence_fn("perturbed_clean"))
+        return np.asarray(out).reshape(len(x), -1)
+
+    exact = r(0.0, "hvp")
+    cos = lambda a: np.sum(a * exact, -1)
+    assert cos(r(1e-2)).min() > 0.98  # a finite difference with a step float32 resolves
+    assert cos(r(1e-67)).min() < 0.9  # xi = 1e-67: noise
+    assert cos(r(1e-6, dtype=jnp.bfloat16)).min() < 0.9  # a bfloat16 probe: noise
+    assert cos(r(0.0, "hvp", dtype=jnp.bfloat16)).min() > 0.9  # bf16 compute, exact product
+    with pytest.raises(ConfigError) as e:
+        validate(tiny_config(method="vat", **{"vat.xi": 1e-67}))
+    assert e.value.field == "vat.xi"
+
+
+def test_vat_probe_stays_float32_under_bfloat16_compute():
+    _, exp32, state, batch = _vat_setup()
+    _, exp16, _, _ = _vat_setup(compute_dtype="bfloat16")
+    out32, _ = _outputs(exp32, state, batch)
+    out16, _ = _outputs(exp16, state, batch)
+    assert out16["logits"].dtype == jnp.float32  # logits come back float32
+    assert not np.allclose(out16["logits"], out32["logits"], atol=1e-6)  # bf16 did compute
+    np.testing.assert_allclose(out16["r_adv"], out32["r_adv"], atol=1e-6)  # float32 probe
+    assert float(jnp.min(out16["r_adv_norm"])) > 0
+
+
+@pytest.mark.parametrize("direction", ["perturbed_clean", "clean_perturbed"])
+def test_vat_loss_kl_direction_and_gradient(direction):
+    c = tiny_config(method="vat", **{"vat.divergence": direction})
+    method = get_method(c)
+    rng = np.random.default_rng(4)
+    clean = rng.normal(size=(5, 6)).astype(np.float32)
+    adv = rng.normal(size=(5, 6)).astype(np.float32)
+    p, q = np_softmax(clean.astype(np.float64)), np_softmax(adv.astype(np.float64))
+    if direction == "perturbed_clean":  # REFERENCE.md: KL(p(x + r) || p(x))
+        expected = np.mean(np.sum(q * np.log(q / p), -1))
+    else:  # Miyato / Oliver code: KL(p(x) || p(x + r))
+        expected = np.mean(np.sum(p * np.log(p / q), -1))
+
+    def loss(clean, adv):
+        return method.vat_loss({"logits_u": clean, "logits_u_adv": adv}, None)
+
+    np.testing.assert_allclose(loss(clean, adv), expected, rtol=1e-5)
+    g_clean, g_adv = jax.grad(loss, argnums=(0, 1))(jnp.asarray(clean), jnp.asarray(adv))
+    assert float(jnp.abs(g_clean).max()) == 0.0  # p(x) is held constant
+    # analytic gradients with respect to the perturbed logits
+    if direction == "perturbed_clean":
+        kl = np.sum(q * np.log(q / p), -1, keepdims=True)
+        analytic = q * (np.log(q / p) - kl) / 5
+    else:
+        analytic = (q - p) / 5
+    np.testing.assert_allclose(g_adv, analytic, atol=1e-6)
+
+
+@pytest.mark.parametrize("policy", ["clean", "all"])
+def test_vat_passes_never_write_running_statistics(policy):
+    _, exp, state, batch = _vat_setup(bn_update=policy)
+    _, new_stats = _outputs(exp, state, batch, policy=policy)
+    only_clean = Forward(exp.model, state.params, state.batch_stats, policy)
+    x = to_float(jnp.concatenate([batch["image"], batch["unlabeled_image"]]))
+    only_clean(x, rng=jax.random.PRNGKey(0), clean=True)
+    chex.assert_trees_all_close(new_stats, only_clean.new_batch_stats, rtol=1e-6, atol=1e-7)
+    assert not jax.tree.all(jax.tree.map(jnp.array_equal, new_stats, state.batch_stats))
+
+
+def test_vat_loss_does_not_depend_on_batch_order():
+    c, exp, state, batch = _vat_setup()
+    perm = np.array([3, 0, 7, 5, 1, 6, 2, 4])
+    shuffled = {**batch, "unlabeled_image": batch["unlabeled_image"][perm],
+                "unlabeled_index": batch["unlabeled_index"][perm]}
+    out1, _ = _outputs(exp, state, batch)
+    out2, _ = _outputs(exp, state, shuffled)
+    np.testing.assert_allclose(exp.method.vat_loss(out1, batch),
+                               exp.method.vat_loss(out2, shuffled), rtol=1e-5)
+    np.testing.assert_allclose(out1["logits_u_adv"][perm], out2["logits_u_adv"], atol=1e-4)
+
+
+# ---------------------------------------------------------------- EntMin
+
+def test_entmin_matches_numpy_and_composes():
+    z = np.random.default_rng(5).normal(size=(6, 4))
+    p = np_softmax(z)
+    expected = np.mean(-np.sum(p * np.log(p), -1))
+    np.testing.assert_allclose(entmin({"logits_u": jnp.asarray(z, jnp.float32)}, None),
+                               expected, rtol=1e-6)
+    np.testing.assert_allclose(entropy(jnp.zeros((1, 4))), np.log(4), rtol=1e-6)
+    np.testing.assert_allclose(kl_divergence(jnp.asarray(z[:1]), jnp.asarray(z[:1])), 0.0,
+                               atol=1e-6)
+    names = lambda c: {t.name: t.weight for t in get_method(c).loss_terms()}
+    assert names(tiny_config(method="vat_entmin")) == {"xe": 1.0, "vat": 0.3, "entmin": 0.1}
+    assert names(tiny_config(method="mean_teacher", **{"entmin.weight": 0.2}))["entmin"] == 0.2
+    assert "entmin" not in names(tiny_config(method="pi_model"))
+    with pytest.raises(ConfigError) as e:
+        validate(tiny_config(method="supervised", **{"entmin.weight": 0.1}))
+    assert e.value.field == "entmin.weight"
+
+
+# ---------------------------------------------------------------- Mean Teacher
+
+def test_mean_teacher_ema_update_matches_numpy():
+    rng = np.random.default_rng(6)
+    t = {"a": rng.normal(size=(3, 2)), "b": rng.normal(size=4)}
+    s = {"a": rng.normal(size=(3, 2)), "b": rng.normal(size=4)}
+    out = ema_update(jax.tree.map(jnp.asarray, t), jax.tree.map(jnp.asarray, s), 0.95)
+    chex.assert_trees_all_close(out, jax.tree.map(lambda a, b: 0.95 * a + 0.05 * b, t, s),
+                                rtol=1e-6)
+
+
+def test_mean_teacher_step_updates_teacher_params_and_statistics():
+    c, exp, state, batch = _vat_setup("mean_teacher")
+    step = make_train_step(exp.model, exp.method, exp.optimizer, c, exp.mesh, donate=False)
+    teacher0 = state.extra["teacher"]
+    chex.assert_trees_all_equal(teacher0["params"], state.params)
+    new, metrics = step(state, batch)
+    a = c.mean_teacher.ema_decay
+    expected = jax.tree.map(lambda t, s: a * t + (1 - a) * s, teacher0,
+                            {"params": new.params, "batch_stats": new.batch_stats})
+    chex.assert_trees_all_close(new.extra["teacher"], expected, rtol=1e-6, atol=1e-7)
+    assert float(metrics["losses/mt"]) > 0
+
+
+# ---------------------------------------------------------------- Temporal Ensembling
+
+def test_temporal_ensembling_bias_correction_matches_numpy():
+    alpha = 0.6
+    rng = np.random.default_rng(7)
+    z = np_softmax(rng.normal(size=(4, 3, 5)))  # 4 epochs, 3 examples, 5 classes
+    ens, cnt = jnp.zeros((3, 5)), jnp.zeros((3,), jnp.int32)
+    for k in range(4):
+        ens, cnt = accumulate(ens, cnt, jnp.arange(3), jnp.asarray(z[k], jnp.float32), alpha)
+        n = k + 1
+        big_z = sum((1 - alpha) * alpha ** (n - 1 - j) * z[j] for j in range(n))
+        np.testing.assert_allclose(ens, big_z, rtol=1e-5)
+        np.testing.assert_allclose(bias_corrected_target(ens, cnt, alpha),
+                                   big_z / (1 - alpha ** n), rtol=1e-5)
+    # the correction makes a constant prediction its own target from the first update on
+    e1, c1 = accumulate(jnp.zeros((1, 5)), jnp.zeros((1,), jnp.int32), jnp.array([0]),
+                        jnp.asarray(z[0][:1], jnp.float32), alpha)
+    np.testing.assert_allclose(bias_corrected_target(e1, c1, alpha), z[0][:1], rtol=1e-6)
+    # no prediction yet -> zero target; a repeated id in one batch updates once
+    e2, c2 = accumulate(jnp.zeros((3, 5)), jnp.zeros((3,), jnp.int32), jnp.array([1, 1]),
+                        jnp.asarray(z[0][:2], jnp.float32), alpha)
+    assert c2.tolist() == [0, 1, 0]
+    assert float(jnp.abs(bias_corrected_target(e2, c2, alpha)[0]).max()) == 0.0
+
+
+def test_temporal_ensembling_loss_and_state_through_a_step():
+    c, exp, state, batch = _vat_setup("temporal_ensembling")
+    step = make_train_step(exp.model, exp.method, exp.optimizer, c, exp.mesh, donate=False)
+    s1, m1 = step(state, batch)
+    assert float(m1["losses/te"]) == 0.0  # no example had a target yet
+    ids = batch["unlabeled_index"]
+    assert np.asarray(s1.extra["ensemble_count"])[ids].tolist() == [1] * 8
+    assert int(np.asarray(s1.extra["ensemble_count"]).sum()) == 8
+    out, _ = _outputs(exp, s1, batch)
+    p = np_softmax(np.asarray(out["logits_u"], np.float64))
+    target = np.asarray(s1.extra["ensemble"])[ids] / (1 - c.temporal_ensembling.alpha)
+    np.testing.assert_allclose(exp.method.te_loss(out, batch), np.mean((p - target) ** 2),
+                               rtol=1e-5)
+
+
+# ---------------------------------------------------------------- Pseudo-Label
+
+def test_pseudo_label_ignores_unconfident_examples_exactly():
+    method = get_method(tiny_config(method="pseudo_label"))
+    term = {t.name: t for t in method.terms()}["pl"]
+    logits = np.zeros((4, 3), np.float32)
+    logits[0] = [8.0, 0.0, 0.0]  # p = 0.9993: confident
+    logits[1] = [1.0, 0.5, 0.0]  # unconfident
+    logits[2] = [0.0, 0.0, 9.0]  # confident
+    logits[3] = [2.0, 2.0, 0.0]  # unconfident
+
+    def loss(z):
+        from sslj.methods.pseudo_label import confident_pseudo_labels
+        label, confident = confident_pseudo_labels(z, 0.95)
+        return term.fn({"logits_u": z, "pseudo_label": label, "confident": confident}, None)
+
+    p = np_softmax(logits.astype(np.float64))
+    expected = -np.mean([np.log(p[0, 0]), np.log(p[2, 2])])
+    np.testing.assert_allclose(loss(jnp.asarray(logits)), expected, rtol=1e-4)
+    g = np.asarray(jax.grad(loss)(jnp.asarray(logits)))
+    assert np.all(g[[1, 3]] == 0.0) and np.all(g[[0, 2]] != 0.0)
+    unconfident = jnp.asarray(logits[[1, 3]])
+    assert float(loss(unconfident)) == 0.0
+    assert float(jnp.abs(jax.grad(loss)(unconfident)).max()) == 0.0
+
+
+def test_accumulated_set_grows_only_with_examples_above_threshold():
+    rng = np.random.default_rng(8)
+    member = np.zeros(50, bool)
+    label = np.zeros(50, np.int32)
+    history = []
+    for _ in range(4):
+        probs = np_softmax(3 * rng.normal(size=(50, 4)))
+        before_member, before_label = member.copy(), label.copy()
+        member, label, new = admit(member, label, probs, 0.9)
+        assert np.all(member[before_member])  # nobody leaves
+        np.testing.assert_array_equal(label[before_member], before_label[before_member])
+        assert np.all(probs[new].max(-1) > 0.9)  # newcomers are confident ...
+        np.testing.assert_array_equal(label[new], probs[new].argmax(-1))
+        confident_outsiders = (probs.max(-1) > 0.9) & ~before_member
+        np.testing.assert_array_equal(new, confident_outsiders)  # ... and all of them join
+        history.append(member.sum())
+    assert history == sorted(history) and history[-1] > history[0]
+
+
+def test_accumulated_pseudo_labels_through_the_loop(tmp_path):
+    c = tiny_config(method="pseudo_label_accumulated",
+                    **{"pseudo_label_accumulated.warmup_epochs": 1,
+                       "pseudo_label_accumulated.epoch_steps": 2,
+                       "pseudo_label_accumulated.threshold": 0.2})
+    c.tensorboard = False
+    loop.train_and_evaluate(c, str(tmp_path))
+    refreshes = [r for r in read_jsonl(str(tmp_path / "metrics.jsonl")) if "refresh/members" in r]
+    assert [r["step"] for r in refreshes] == [2, 4, 6]  # from the end of the warm-up epoch
+    members = [r["refresh/members"] for r in refreshes]
+    assert members == sorted(members) and members[-1] > 0
+    assert all(0 <= r["refresh/label_accuracy"] <= 1 for r in refreshes if r["refresh/members"])
