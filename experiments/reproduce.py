@@ -84,12 +84,15 @@ def markdown(table, results, scale, seeds) -> str:
 
     head = [f"{table.title}; scale {scale}, mean +- std over {seeds} seed(s)", "",
             "| method | " + " | ".join(f"{table.sweep_field}={v}" for v in table.sweep_values)
-            + " |", "|---" * (len(table.sweep_values) + 1) + "|"]
+            + (" | paper (full scale)" if table.paper else "") + " |",
+            "|---" * (len(table.sweep_values) + 1 + bool(table.paper)) + "|"]
     for m in table.methods:
         cells = []
         for v in table.sweep_values:
             err = 100 * (1 - np.asarray(results[(m, v)]))
             cells.append(f"{err.mean():.2f} +- {err.std():.2f}")
+        if table.paper:
+            cells.append(f"{table.paper[m]:.2f}" if m in table.paper else "-")
         head.append(f"| {m} | " + " | ".join(cells) + " |")
     if table.reported:
         head += ["", table.reported]

@@ -24,6 +24,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 from experiments import common  # noqa: E402,F401  (XLA flags before JAX starts)
 
+# benchmark names for method variants: name -> (method, {dotted config field: value})
+VARIANTS = {"vat_fd": ("vat", {"vat.probe": "finite_difference"})}
+
 SHAPES = {"wrn28_2": (32, 32, 3), "resnet32": (32, 32, 3), "resnet44": (32, 32, 3),
           "cnn_small": (28, 28, 1), "cnn_tiny": (28, 28, 1), "icn_mnist": (28, 28, 1)}
 
@@ -41,15 +44,25 @@ def build_step(model_name, method_name, batch):
     from sslj.train.state import create_train_state
     from sslj.train.step import make_train_step
 
-    cfg = config_lib.for_method(get_config(), method_name)
+    base_method, fields = VARIANTS.get(method_name, (method_name, {}))
+    cfg = config_lib.for_method(get_config(), base_method)
+    for field, value in fields.items():
+        *parents, leaf = field.split(".")
+        node = cfg
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
     cfg.model, cfg.batch_size, cfg.unlabeled_batch_size = model_name, batch, batch
+    cfg.split.seen_classes = tuple(range(10))  # a 10-class head
     cfg.data.flip = SHAPES[model_name][-1] == 3
     mesh = sharding.make_mesh()
     model = get_model(model_name, 10)
     method = get_method(cfg)
     opt = make_optimizer(cfg.optimizer, int(cfg.num_steps))
-    state = sharding.replicate(mesh, create_train_state(model, opt, jax.random.PRNGKey(0),
-                                                        SHAPES[model_name]))
+    state = create_train_state(model, opt, jax.random.PRNGKey(0), SHAPES[model_name])
+    state = state.replace(extra=method.init_extra(
+        4 * batch, {"params": state.params, "batch_stats": state.batch_stats}))
+    state = sharding.replicate(mesh, state)
     rng = np.random.default_rng(0)
     host = {"image": rng.integers(0, 256, (batch, *SHAPES[model_name]), np.uint8),
             "label": rng.integers(0, 10, batch).astype(np.int32)}
