@@ -30,6 +30,7 @@ from typing import Any, ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from sslj.data.augment import to_float
 from sslj.losses import cross_entropy, entropy
 from sslj.train.schedules import ramp
 
@@ -63,6 +64,19 @@ class StepContext(NamedTuple):
 def supervised_xe(outputs: Outputs, batch: Batch) -> jax.Array:
     """Cross-entropy of the labeled logits against the labels (`losses/xe`)."""
     return cross_entropy(outputs["logits"], batch["label"])
+
+
+def clean_pass(ctx: StepContext, batch: Batch, aug_rng: jax.Array, fwd_rng: jax.Array):
+    """The clean pass over augment(concat(labeled, unlabeled)): one batch for BatchNorm,
+    the pass that writes the running statistics (Oliver et al.).
+
+    Returns (labeled logits, unlabeled logits, the augmented unlabeled images).
+    """
+    xl = to_float(batch["image"])
+    x = ctx.augment(jnp.concatenate([xl, to_float(batch["unlabeled_image"])]), aug_rng)
+    logits = ctx.forward(x, rng=fwd_rng, clean=True)
+    n = xl.shape[0]
+    return logits[:n], logits[n:], x[n:]
 
 
 def entmin(outputs: Outputs, batch: Batch) -> jax.Array:

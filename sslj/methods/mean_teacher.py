@@ -21,7 +21,7 @@ import optax
 
 from sslj.data.augment import to_float
 from sslj.losses import softmax_mse
-from sslj.methods.base import Method, Term, supervised_xe
+from sslj.methods.base import Method, Term, clean_pass, supervised_xe
 
 
 def ema_update(teacher, student, decay: float):
@@ -45,15 +45,12 @@ class MeanTeacher(Method):
 
     def outputs(self, ctx, batch, rng):
         r_aug1, r_fwd1, r_aug2, r_fwd2 = jax.random.split(rng, 4)
-        xl = to_float(batch["image"])
+        logits, logits_u, _ = clean_pass(ctx, batch, r_aug1, r_fwd1)
         xu = to_float(batch["unlabeled_image"])
-        n = xl.shape[0]
-        logits = ctx.forward(ctx.augment(jnp.concatenate([xl, xu]), r_aug1), rng=r_fwd1,
-                             clean=True)
         teacher = ctx.state.extra["teacher"]
         teacher_forward = ctx.forward.with_params(teacher["params"], teacher["batch_stats"])
         logits_teacher = teacher_forward(ctx.augment(xu, r_aug2), rng=r_fwd2, clean=False)
-        return {"logits": logits[:n], "logits_u": logits[n:],
+        return {"logits": logits, "logits_u": logits_u,
                 "logits_u_teacher": jax.lax.stop_gradient(logits_teacher)}
 
     def terms(self):

@@ -12,11 +12,10 @@ implementations); set False to back-propagate through both passes.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from sslj.data.augment import to_float
 from sslj.losses import softmax_mse
-from sslj.methods.base import Method, Term, supervised_xe
+from sslj.methods.base import Method, Term, clean_pass, supervised_xe
 
 
 class PiModel(Method):
@@ -24,15 +23,12 @@ class PiModel(Method):
 
     def outputs(self, ctx, batch, rng):
         r_aug1, r_fwd1, r_aug2, r_fwd2 = jax.random.split(rng, 4)
-        xl = to_float(batch["image"])
+        logits, logits_u, _ = clean_pass(ctx, batch, r_aug1, r_fwd1)
         xu = to_float(batch["unlabeled_image"])
-        n = xl.shape[0]
-        logits1 = ctx.forward(ctx.augment(jnp.concatenate([xl, xu]), r_aug1), rng=r_fwd1,
-                              clean=True)
         logits2 = ctx.forward(ctx.augment(xu, r_aug2), rng=r_fwd2, clean=False)
         if self.config.pi_model.stop_gradient_target:
             logits2 = jax.lax.stop_gradient(logits2)
-        return {"logits": logits1[:n], "logits_u": logits1[n:], "logits_u_target": logits2}
+        return {"logits": logits, "logits_u": logits_u, "logits_u_target": logits2}
 
     def terms(self):
         return (

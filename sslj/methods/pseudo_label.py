@@ -26,9 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sslj.data.augment import to_float
 from sslj.losses import cross_entropy
-from sslj.methods.base import Method, Term, supervised_xe
+from sslj.methods.base import Method, Term, clean_pass, supervised_xe
 
 
 def confident_pseudo_labels(logits: jax.Array, threshold: float):
@@ -46,18 +45,12 @@ def admit(member: np.ndarray, label: np.ndarray, probs: np.ndarray, threshold: f
     return member | new, label, new
 
 
-class _OneCleanPass(Method):
-    def outputs(self, ctx, batch, rng):
-        r_aug, r_fwd = jax.random.split(rng)
-        xl = to_float(batch["image"])
-        xu = to_float(batch["unlabeled_image"])
-        n = xl.shape[0]
-        logits = ctx.forward(ctx.augment(jnp.concatenate([xl, xu]), r_aug), rng=r_fwd,
-                             clean=True)
-        return {"logits": logits[:n], "logits_u": logits[n:]}
+def _one_clean_pass(ctx, batch, rng):
+    logits, logits_u, _ = clean_pass(ctx, batch, *jax.random.split(rng))
+    return {"logits": logits, "logits_u": logits_u}
 
 
-class PseudoLabel(_OneCleanPass):
+class PseudoLabel(Method):
     name = "pseudo_label"
 
     @classmethod
@@ -69,7 +62,7 @@ class PseudoLabel(_OneCleanPass):
         _number(config, "pseudo_label.threshold", low=0.0, high=1.0)
 
     def outputs(self, ctx, batch, rng):
-        out = super().outputs(ctx, batch, rng)
+        out = _one_clean_pass(ctx, batch, rng)
         label, confident = confident_pseudo_labels(out["logits_u"],
                                                    float(self.config.pseudo_label.threshold))
         return {**out, "pseudo_label": label, "confident": confident}
@@ -85,7 +78,7 @@ class PseudoLabel(_OneCleanPass):
         return {"mask": jnp.mean(outputs["confident"].astype(jnp.float32))}
 
 
-class PseudoLabelAccumulated(_OneCleanPass):
+class PseudoLabelAccumulated(Method):
     name = "pseudo_label_accumulated"
 
     def __init__(self, config):
@@ -114,7 +107,7 @@ class PseudoLabelAccumulated(_OneCleanPass):
                 "pl_label": jnp.zeros((num_unlabeled,), jnp.int32)}
 
     def outputs(self, ctx, batch, rng):
-        out = super().outputs(ctx, batch, rng)
+        out = _one_clean_pass(ctx, batch, rng)
         ids = batch["unlabeled_index"]
         return {**out, "pseudo_label": ctx.state.extra["pl_label"][ids],
                 "member": ctx.state.extra["pl_member"][ids]}

@@ -19,8 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from sslj.data.augment import to_float
-from sslj.methods.base import Method, Term, supervised_xe
+from sslj.methods.base import Method, Term, clean_pass, supervised_xe
 
 
 def bias_corrected_target(ensemble: jax.Array, count: jax.Array, alpha: float) -> jax.Array:
@@ -58,18 +57,13 @@ class TemporalEnsembling(Method):
                 "ensemble_count": jnp.zeros((num_unlabeled,), jnp.int32)}
 
     def outputs(self, ctx, batch, rng):
-        r_aug, r_fwd = jax.random.split(rng)
-        xl = to_float(batch["image"])
-        xu = to_float(batch["unlabeled_image"])
-        n = xl.shape[0]
-        logits = ctx.forward(ctx.augment(jnp.concatenate([xl, xu]), r_aug), rng=r_fwd,
-                             clean=True)
+        logits, logits_u, _ = clean_pass(ctx, batch, *jax.random.split(rng))
         ids = batch["unlabeled_index"]
-        extra = ctx.state.extra
-        target = bias_corrected_target(extra["ensemble"][ids], extra["ensemble_count"][ids],
+        count = ctx.state.extra["ensemble_count"][ids]
+        target = bias_corrected_target(ctx.state.extra["ensemble"][ids], count,
                                        float(self.config.temporal_ensembling.alpha))
-        return {"logits": logits[:n], "logits_u": logits[n:], "target_u": target,
-                "has_target": extra["ensemble_count"][ids] > 0}
+        return {"logits": logits, "logits_u": logits_u, "target_u": target,
+                "has_target": count > 0}
 
     def te_loss(self, outputs, batch):
         del batch

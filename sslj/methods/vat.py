@@ -51,9 +51,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sslj.data.augment import to_float
 from sslj.losses import kl_divergence
-from sslj.methods.base import Method, Term, entmin, supervised_xe
+from sslj.methods.base import Method, Term, clean_pass, entmin, supervised_xe
 
 DIVERGENCES = ("perturbed_clean", "clean_perturbed")
 PROBES = ("finite_difference", "hvp")
@@ -146,12 +145,8 @@ class VAT(Method):
     def outputs(self, ctx, batch, rng):
         cfg = self.config.vat
         r_aug, r_fwd, r_vat, r_dir = jax.random.split(rng, 4)
-        xl = to_float(batch["image"])
-        xu = to_float(batch["unlabeled_image"])
-        n = xl.shape[0]
-        x = ctx.augment(jnp.concatenate([xl, xu]), r_aug)
-        logits = ctx.forward(x, rng=r_fwd, clean=True)
-        xu = jax.lax.stop_gradient(x[n:])
+        logits, logits_u, xu = clean_pass(ctx, batch, r_aug, r_fwd)
+        xu = jax.lax.stop_gradient(xu)
         # the probe runs on the step's incoming weights: no gradient reaches them from it
         probe_forward = ctx.forward.with_params(ctx.state.params, ctx.state.batch_stats)
         r_adv = adversarial_perturbation(
@@ -162,7 +157,7 @@ class VAT(Method):
             probe=cfg.probe)
         logits_adv = ctx.forward(xu + r_adv.astype(xu.dtype), rng=r_vat, clean=False,
                                  probe=True)
-        return {"logits": logits[:n], "logits_u": logits[n:], "logits_u_adv": logits_adv,
+        return {"logits": logits, "logits_u": logits_u, "logits_u_adv": logits_adv,
                 "r_adv": r_adv, "r_adv_norm": per_example_norm(r_adv)}
 
     def vat_loss(self, outputs, batch):
