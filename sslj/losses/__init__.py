@@ -1,5 +1,7 @@
 """Pure loss functions on logits / probabilities / targets (no model calls)."""
 
 from sslj.losses.core import cross_entropy, entropy, kl_divergence, masked_mean, softmax_mse
+from sslj.losses.targets import TARGETS, TargetModifier, soft_cross_entropy
 
-__all__ = ["cross_entropy", "entropy", "kl_divergence", "masked_mean", "softmax_mse"]
+__all__ = ["TARGETS", "TargetModifier", "cross_entropy", "entropy", "kl_divergence",
+           "masked_mean", "soft_cross_entropy", "softmax_mse"]

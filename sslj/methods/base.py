@@ -7,7 +7,8 @@ A method is a set of weighted loss terms over one shared forward pass:
   * `terms()` lists `Term`s, each a scalar function of (outputs, batch) with a weight
     and a ramp; the train step sums `weight * ramp(step) * value`.
 Add-on terms (EntMin, NS3L, ...) are `Term`s over the same outputs; target modifiers
-(LS, ProSelfLC, ...) wrap the supervised term's function.
+(LS, CP, Boot, ProSelfLC; `config.target`) replace the supervised term `xe` of any
+method by H(q~, p) with the modified target q~ (`sslj.losses.targets`).
 
 Optional hooks for stateful methods:
   * `init_extra(num_unlabeled, variables)` / `update_extra(state, new_state, outputs,
@@ -31,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from sslj.data.augment import to_float
-from sslj.losses import cross_entropy, entropy
+from sslj.losses import TargetModifier, cross_entropy, entropy
 from sslj.train.schedules import ramp
 
 Outputs = Mapping[str, jax.Array]
@@ -44,12 +45,17 @@ def _one(step):
 
 @dataclasses.dataclass(frozen=True)
 class Term:
-    """A named loss term: `weight * ramp(step) * fn(outputs, batch)`."""
+    """A named loss term: `weight * ramp(step) * fn(outputs, batch)`
+    (`fn(outputs, batch, step)` when `uses_step`)."""
 
     name: str
-    fn: Callable[[Outputs, Batch], jax.Array]
+    fn: Callable[..., jax.Array]
     weight: float = 1.0
     ramp: Callable[[jax.Array], jax.Array] = _one
+    uses_step: bool = False
+
+    def value(self, outputs: Outputs, batch: Batch, step) -> jax.Array:
+        return self.fn(outputs, batch, step) if self.uses_step else self.fn(outputs, batch)
 
 
 class StepContext(NamedTuple):
@@ -113,9 +119,16 @@ class Method(abc.ABC):
         ...
 
     def loss_terms(self) -> tuple[Term, ...]:
-        """`terms()` plus the add-on terms the config asks for (EntMin, weight
-        `entmin.weight`, ramped like the consistency term)."""
+        """`terms()` with the supervised term's target modified as `config.target` says,
+        plus the add-on terms the config asks for (EntMin, weight `entmin.weight`,
+        ramped like the consistency term)."""
         out = tuple(self.terms())
+        modifier = self.target_modifier()
+        if modifier.kind != "cce":
+            def modified_xe(outputs, batch, step):
+                return modifier.loss(outputs["logits"], batch["label"], step)
+            out = tuple(dataclasses.replace(t, fn=modified_xe, uses_step=True)
+                        if t.name == "xe" else t for t in out)
         weight = _entmin_weight(self.config)
         if weight > 0:
             out += (Term("entmin", entmin, weight=weight, ramp=self.consistency_ramp()),)
@@ -138,6 +151,22 @@ class Method(abc.ABC):
     def monitors(self, outputs: Outputs, batch: Batch) -> dict[str, jax.Array]:
         del outputs, batch
         return {}
+
+    def target_modifier(self) -> TargetModifier:
+        return TargetModifier.from_config(self.config)
+
+    def target_monitors(self, outputs: Outputs, batch: Batch, step) -> dict[str, jax.Array]:
+        """With a target modifier: the batch's mean eps (`target_eps`) and the fraction of
+        labeled examples whose modified target has another argmax than the given label
+        (`target_relabeled`: ProSelfLC's semantic-class corrections)."""
+        modifier = self.target_modifier()
+        if modifier.kind == "cce":
+            return {}
+        logits, labels = outputs["logits"], batch["label"]
+        q = jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
+        target = modifier(q, logits, step)
+        return {"target_eps": jnp.mean(modifier.epsilon(logits, step)),
+                "target_relabeled": jnp.mean(jnp.argmax(target, -1) != labels)}
 
     def refresh_due(self, step: int) -> bool:
         del step

@@ -83,7 +83,7 @@ def make_step_fn(model, method: Method, optimizer: optax.GradientTransformation,
             forward = Forward(model, masked, state.batch_stats, policy, state.masks)
             ctx = StepContext(forward=forward, augment=augment, step=state.step, state=state)
             outputs = method.outputs(ctx, batch, method_rng)
-            values = {t.name: t.fn(outputs, batch) for t in terms}
+            values = {t.name: t.value(outputs, batch, state.step) for t in terms}
             weights = {t.name: jnp.asarray(t.weight, jnp.float32) * t.ramp(state.step)
                        for t in terms}
             total = sum(weights[k] * values[k] for k in values)
@@ -107,7 +107,9 @@ def make_step_fn(model, method: Method, optimizer: optax.GradientTransformation,
                    "monitors/l2_grads": _l2(grads), "monitors/l2_params": _l2(params),
                    "monitors/l2_updates": _l2(updates),
                    "monitors/lr": jnp.asarray(schedule_lr(state.step), jnp.float32),
-                   **{f"monitors/{k}": v for k, v in method.monitors(outputs, batch).items()}}
+                   **{f"monitors/{k}": v for k, v in method.monitors(outputs, batch).items()},
+                   **{f"monitors/{k}": v
+                      for k, v in method.target_monitors(outputs, batch, state.step).items()}}
         return new_state, metrics
 
     return step
