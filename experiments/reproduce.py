@@ -3,10 +3,12 @@
     python experiments/reproduce.py --table oliver_mismatch --scale embedded --seeds 3
     python experiments/reproduce.py --table oliver_mismatch --scale full --seeds 5 \
         --set data.data_dir=/data/tfds
+    python experiments/reproduce.py --table proselflc_table4 --scale embedded
 
 `embedded` runs on MNIST-5k on a CPU; `full` uses the paper's data set through TFDS.
-Runs go to <workdir>/<method>/<sweep value>/seed<k>; finished runs (results.json
-present) are reused, interrupted ones resume from their checkpoints.
+Runs go to <workdir>/<row>/<sweep value>/seed<k>; finished runs (results.json
+present) are reused, interrupted ones resume from their checkpoints. Label-noise tables
+also plot every row's learning dynamics at one noise setting (the paper's Fig. 3).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ def run_table(name: str, scale: str, seeds: int, workdir: str, sets=()) -> str:
     from sslj.train.loop import train_and_evaluate
 
     table = TABLES[name]
+    os.makedirs(workdir, exist_ok=True)
     base = importlib.import_module(f"experiments.configs.{table.configs[scale]}").get_config()
     for field, value in table.overrides.get(scale, {}).items():
         _set(base, field, value)
@@ -52,46 +55,72 @@ def run_table(name: str, scale: str, seeds: int, workdir: str, sets=()) -> str:
     base.progress_bar = False
 
     runs = []
-    for method in table.methods:
+    for row in table.methods:
+        run, row_overrides = table.row(row)
         for value in table.sweep_values:
             for seed in range(seeds):
-                cfg = config_lib.for_method(base, method)
-                _set(cfg, table.sweep_field, value)
+                cfg = config_lib.for_method(base, run)
+                for field, v in {**row_overrides, **table.column(value)}.items():
+                    _set(cfg, field, v)
                 cfg.seed = seed
                 config_lib.validate(cfg)  # all rows are checked before the first one runs
-                runs.append((method, value, seed, cfg))
-    results = {}
-    for i, (method, value, seed, cfg) in enumerate(runs):
-        out = os.path.join(workdir, method, str(value), f"seed{seed}")
+                runs.append((row, value, seed, cfg))
+    results, full = {}, {}
+    for i, (row, value, seed, cfg) in enumerate(runs):
+        out = os.path.join(workdir, row, str(value), f"seed{seed}")
         path = os.path.join(out, "results.json")
         if os.path.exists(path):
             with open(path) as f:
                 r = json.load(f)
         else:
-            print(f"[{i + 1}/{len(runs)}] {method} {table.sweep_field}={value} seed={seed}",
+            print(f"[{i + 1}/{len(runs)}] {row} {_column_name(table, value)} seed={seed}",
                   flush=True)
             r = train_and_evaluate(cfg, out)
-        results.setdefault((method, value), []).append(r[table.metric])
+        results.setdefault((row, value), []).append(r[table.metric])
+        full.setdefault((row, value), []).append(r)
     md = markdown(table, results, scale, seeds)
     with open(os.path.join(workdir, f"{name}_{scale}.md"), "w") as f:
         f.write(md)
     plot(table, results, os.path.join(workdir, f"{name}_{scale}.png"))
+    if table.dynamics_at is not None and table.dynamics_at in table.sweep_values:
+        from sslj.train.dynamics import plot_dynamics
+
+        histories = {row: full[(row, table.dynamics_at)][0].get("history", [])
+                     for row in table.methods}
+        plot_dynamics(histories, os.path.join(workdir, f"{name}_{scale}_dynamics.png"),
+                      title=f"{table.title.split(':')[0]}; "
+                            f"{_column_name(table, table.dynamics_at)}, seed 0")
     return md
 
 
-def markdown(table, results, scale, seeds) -> str:
+def _column_name(table, value) -> str:
+    return str(value) if table.sweep_overrides else f"{table.sweep_field}={value}"
+
+
+def _percent(table, accuracies):
     import numpy as np
 
+    acc = 100 * np.asarray(accuracies, np.float64)
+    return 100 - acc if table.report == "error" else acc
+
+
+def markdown(table, results, scale, seeds) -> str:
+    one_column_paper = bool(table.paper) and not any(
+        isinstance(v, dict) for v in table.paper.values())
     head = [f"{table.title}; scale {scale}, mean +- std over {seeds} seed(s)", "",
-            "| method | " + " | ".join(f"{table.sweep_field}={v}" for v in table.sweep_values)
-            + (" | paper (full scale)" if table.paper else "") + " |",
-            "|---" * (len(table.sweep_values) + 1 + bool(table.paper)) + "|"]
+            "| row | " + " | ".join(_column_name(table, v) for v in table.sweep_values)
+            + (" | paper (full scale)" if one_column_paper else "") + " |",
+            "|---" * (len(table.sweep_values) + 1 + one_column_paper) + "|"]
     for m in table.methods:
         cells = []
         for v in table.sweep_values:
-            err = 100 * (1 - np.asarray(results[(m, v)]))
-            cells.append(f"{err.mean():.2f} +- {err.std():.2f}")
-        if table.paper:
+            x = _percent(table, results[(m, v)])
+            cell = f"{x.mean():.2f} +- {x.std():.2f}"
+            paper = table.paper.get(m)
+            if isinstance(paper, dict) and v in paper:
+                cell += f" ({paper[v]:.1f})"
+            cells.append(cell)
+        if one_column_paper:
             cells.append(f"{table.paper[m]:.2f}" if m in table.paper else "-")
         head.append(f"| {m} | " + " | ".join(cells) + " |")
     if table.reported:
@@ -104,17 +133,18 @@ def plot(table, results, path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
+    xs = [_column_name(table, v) if table.sweep_overrides else v for v in table.sweep_values]
     for m in table.methods:
-        errs = [100 * (1 - np.asarray(results[(m, v)])) for v in table.sweep_values]
-        ax.errorbar(table.sweep_values, [e.mean() for e in errs], yerr=[e.std() for e in errs],
+        vals = [_percent(table, results[(m, v)]) for v in table.sweep_values]
+        ax.errorbar(xs, [e.mean() for e in vals], yerr=[e.std() for e in vals],
                     marker="o", capsize=3, label=m)
     ax.set_xlabel(table.sweep_field)
-    ax.set_ylabel("seen-class test error (%)")
+    ax.set_ylabel(f"{'seen-class test error' if table.report == 'error' else 'test accuracy'}"
+                  " (%)")
     ax.set_title(table.title.split(":")[0], fontsize=9)
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -4,18 +4,39 @@ from __future__ import annotations
 
 import dataclasses
 
+from experiments.configs.proselflc_cifar100 import NOISE, PAPER_TABLE4, run_name
+from experiments.configs.proselflc_cifar100 import ROWS as TARGET_ROWS
+
 
 @dataclasses.dataclass(frozen=True)
 class Table:
+    """Rows x sweep values x seeds, one run each.
+
+    A row is a run name for `sslj.config.for_method` (`"vat"`, `"supervised+ls"`) unless
+    `rows` maps it to (run name, {field: value}). A sweep value sets `sweep_field`
+    unless `sweep_overrides` maps it (a column label) to {field: value}.
+    """
+
     title: str
-    methods: tuple[str, ...]
+    methods: tuple[str, ...]  # the rows
     sweep_field: str  # the x axis: one run per value
     sweep_values: tuple
     configs: dict  # scale -> config module path (under experiments/configs)
     overrides: dict = dataclasses.field(default_factory=dict)  # scale -> {field: value}
     metric: str = "test_accuracy_at_best_val"
     reported: str = ""
-    paper: dict = dataclasses.field(default_factory=dict)  # method -> paper's error (%)
+    # row -> the paper's number (one column), or row -> {sweep value: number}
+    paper: dict = dataclasses.field(default_factory=dict)
+    rows: dict = dataclasses.field(default_factory=dict)  # row -> (run name, overrides)
+    sweep_overrides: dict = dataclasses.field(default_factory=dict)
+    report: str = "error"  # "error" or "accuracy", in %
+    dynamics_at: object = None  # a sweep value: plot every row's learning dynamics there
+
+    def row(self, name: str) -> tuple[str, dict]:
+        return self.rows.get(name, (name, {}))
+
+    def column(self, value) -> dict:
+        return self.sweep_overrides.get(value, {self.sweep_field: value})
 
 
 ALL_SSL = ("supervised", "pi_model", "mean_teacher", "temporal_ensembling", "vat",
@@ -65,3 +86,80 @@ TABLES = {
                  "0.75-1.0.",
     ),
 }
+
+
+# ------------------------------------------------------------------ ProSelfLC (label noise)
+_NOISE_COLUMNS = tuple(c for c in NOISE if c != "clean")
+_NOISE = {label: {"noise.kind": kind, "noise.rate": rate}
+          for label, (kind, rate) in NOISE.items()}
+_TARGET_ROWS = {row: (run_name(row), {}) for row in TARGET_ROWS}
+
+
+def _table5_rows_and_paper():
+    """Table 5: each modifier's hyperparameter sweep (CIFAR-100, ResNet-44)."""
+    cols = _NOISE_COLUMNS + ("clean",)
+    values = {
+        "cce": (66.6, 63.4, 59.5, 58.0, 50.1, 37.9, 69.0),
+        # LS: the extracted text keeps only the symmetric and clean columns of
+        # eps 0.125 / 0.25; eps 0.5's asymmetric cells are Table 4's LS row
+        "ls_0.125": (None, None, None, 61.7, 52.5, 39.1, 69.9),
+        "ls_0.25": (None, None, None, 62.8, 55.9, 40.9, 69.6),
+        "ls_0.5": (67.9, 66.4, 65.0, 63.8, 57.2, 46.5, 68.4),
+        "cp_0.125": (65.7, 64.2, 60.3, 59.8, 52.3, 39.6, 69.5),
+        "cp_0.25": (66.8, 65.1, 61.6, 61.0, 53.3, 40.9, 69.3),
+        "cp_0.5": (67.7, 66.0, 64.4, 64.0, 56.8, 44.1, 68.7),
+        "boot_soft_0.125": (65.8, 64.1, 60.7, 59.7, 51.2, 40.6, 68.9),
+        "boot_soft_0.25": (66.2, 64.1, 60.3, 61.1, 54.4, 43.3, 69.1),
+        "boot_soft_0.5": (66.9, 65.3, 61.0, 63.2, 59.0, 44.8, 69.1),
+        "proselflc_B8": (67.8, 67.4, 67.9, 64.7, 57.7, 47.7, 70.1),
+        "proselflc_B10": (68.5, 68.5, 66.8, 63.9, 59.0, 47.5, 70.3),
+        "proselflc_B12": (68.6, 67.9, 67.4, 64.0, 59.3, 47.5, 69.8),
+        "proselflc_B14": (68.7, 68.0, 67.8, 64.8, 59.0, 47.4, 69.6),
+        "proselflc_B16": (68.4, 67.2, 67.3, 63.7, 59.0, 32.3, 69.9),
+    }
+    rows = {}
+    for name in values:
+        if name == "cce":
+            rows[name] = ("supervised", {})
+        elif name.startswith("proselflc_B"):
+            rows[name] = ("supervised+proselflc", {"target.exp_base": float(name[11:])})
+        else:
+            kind, eps = name.rsplit("_", 1)
+            rows[name] = (f"supervised+{kind}", {"target.eps": float(eps)})
+    paper = {name: {c: v for c, v in zip(cols, vals, strict=True) if v is not None}
+             for name, vals in values.items()}
+    return rows, paper
+
+
+_T5_ROWS, _T5_PAPER = _table5_rows_and_paper()
+
+TABLES["proselflc_table4"] = Table(
+    title="ProSelfLC Table 4, CIFAR-100 with label noise, ResNet-44: clean test accuracy (%)",
+    methods=tuple(_TARGET_ROWS),
+    rows=_TARGET_ROWS,
+    sweep_field="noise",
+    sweep_values=_NOISE_COLUMNS,
+    sweep_overrides=_NOISE,
+    configs={"embedded": "label_noise", "full": "proselflc_cifar100"},
+    metric="final_test_accuracy",
+    report="accuracy",
+    paper=PAPER_TABLE4,
+    dynamics_at="asym0.4",
+    reported="Paper values in parentheses: Wang et al. CVPR 2021 Table 4 (final accuracy; "
+             "Boot-hard as reported by Wang et al. 2019). Embedded scale: MNIST-5k, TinyCNN, "
+             "asymmetric noise on the digit pairs of sslj.data.noise.DIGIT_PAIRS.",
+)
+TABLES["proselflc_table5"] = Table(
+    title="ProSelfLC Table 5, hyperparameters (eps of LS / CP / Boot-soft, B of ProSelfLC): "
+          "clean test accuracy (%)",
+    methods=tuple(_T5_ROWS),
+    rows=_T5_ROWS,
+    sweep_field="noise",
+    sweep_values=_NOISE_COLUMNS + ("clean",),
+    sweep_overrides=_NOISE,
+    configs={"embedded": "label_noise", "full": "proselflc_cifar100"},
+    metric="final_test_accuracy",
+    report="accuracy",
+    paper=_T5_PAPER,
+    reported="Paper values in parentheses: Wang et al. CVPR 2021 Table 5.",
+)

@@ -79,8 +79,7 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int | None = No
     _choice(config, "model", sorted(MODELS))
     _choice(config, "method", sorted(METHODS))
     for m in parse_methods(config.get("compare", "")):
-        if m not in METHODS:
-            raise ConfigError("compare", f"unknown method {m!r}", sorted(METHODS))
+        _validate_run_name(m)
     _choice(config, "split.protocol", SPLIT_PROTOCOLS)
     _choice(config, "bn_update", BN_UPDATE_POLICIES)
     _choice(config, "optimizer.name", OPTIMIZERS)
@@ -90,6 +89,10 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int | None = No
         _choice(config, "compute_dtype", COMPUTE_DTYPES)
     if "entmin" in config:
         _number(config, "entmin.weight", low=0.0)
+    if "target" in config:
+        _validate_target(config)
+    if "noise" in config:
+        _validate_noise(config)
 
     _number(config, "split.mismatch_ratio", low=0.0, high=1.0)
     _number(config, "split.v1_fraction", low=0.0, high=1.0, low_open=True)
@@ -139,6 +142,52 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int | None = No
     METHODS[config.method].validate(config)
 
 
+def _validate_target(config) -> None:
+    from sslj.losses.targets import NEEDS_EPS, TARGETS
+
+    _choice(config, "target.kind", TARGETS)
+    kind = config.target.kind
+    _number(config, "target.eps", low=0.0, high=1.0)
+    if kind in NEEDS_EPS and not config.target.eps > 0:
+        raise ConfigError("target.eps", f"is 0, which makes {kind} plain cross-entropy",
+                          "(0, 1]" if kind != "cp" else "(0, 1)")
+    if kind == "cp" and config.target.eps >= 1:
+        raise ConfigError("target.eps", "= 1 leaves CP with no label term", "(0, 1)")
+    _number(config, "target.exp_base", low=0.0, low_open=True)
+    _number(config, "target.eta", low=0.0, high=1.0)
+    _number(config, "target.total_steps", low=0, integer=True)
+    if not isinstance(_get(config, "target.detach"), bool):
+        raise ConfigError("target.detach", f"expected a bool, got {config.target.detach!r}",
+                          [True, False])
+
+
+def _validate_noise(config) -> None:
+    from sslj.data.noise import ASYMMETRIC_SOURCES, NOISE_KINDS
+
+    _choice(config, "noise.kind", NOISE_KINDS)
+    _number(config, "noise.rate", low=0.0, high=1.0)
+    kind = config.noise.kind
+    if kind == "asymmetric" and config.data.source not in ASYMMETRIC_SOURCES:
+        raise ConfigError("noise.kind", f"asymmetric noise needs coarse classes or a class "
+                          f"pairing, which {config.data.source} lacks",
+                          f"'symmetric' or 'none' (asymmetric: {list(ASYMMETRIC_SOURCES)})")
+    if kind == "symmetric" and len(tuple(config.split.seen_classes)) < 2:
+        raise ConfigError("noise.kind", "symmetric noise needs at least two seen classes",
+                          "'none'")
+
+
+def _validate_run_name(name: str) -> None:
+    from sslj.losses.targets import TARGETS
+    from sslj.methods import METHODS
+
+    method, _, target = name.partition("+")
+    if method not in METHODS:
+        raise ConfigError("compare", f"unknown method {method!r}", sorted(METHODS))
+    if target and target not in TARGETS:
+        raise ConfigError("compare", f"unknown target modifier {target!r} in {name!r}",
+                          [f"{method}+{t}" for t in TARGETS])
+
+
 def _device_count() -> int:
     import jax
 
@@ -157,10 +206,22 @@ def _leaf_fields(tree, prefix: str = "") -> list[str]:
 
 def for_method(config: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:
     """A copy of `config` that trains `method`, with `method_overrides.<method>` merged in
-    (nested like the config: `method_overrides.pi_model.optimizer.lr = 3e-4`)."""
+    (nested like the config: `method_overrides.pi_model.optimizer.lr = 3e-4`).
+
+    `method` may name a target modifier too, `"<method>+<target>"` (e.g.
+    `supervised+proselflc`): it sets `target.kind`, and `target.eps` to the paper's
+    default for that modifier (`losses.targets.DEFAULT_EPS`) unless the config gives one.
+    """
+    from sslj.losses.targets import DEFAULT_EPS
+
     out = copy.deepcopy(config)
+    method, _, target = method.partition("+")
     with out.unlocked():
         out.method = method
+        if target:
+            out.target.kind = target
+            if not out.target.eps > 0:
+                out.target.eps = DEFAULT_EPS.get(target, 0.0)
         overrides = out.get("method_overrides", {}).get(method, {})
         for field in _leaf_fields(overrides):
             *parents, leaf = field.split(".")

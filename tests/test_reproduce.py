@@ -61,3 +61,61 @@ def test_oliver_table1_configs_validate_and_split_at_paper_sizes():
         assert len(np.intersect1d(sp.labeled, sp.unlabeled)) == 0
     assert TABLES["oliver_table1"].paper["vat_entmin"] == 13.13
     assert set(TABLES["oliver_mismatch"].methods) >= {"vat", "mean_teacher", "pseudo_label"}
+
+
+def test_label_noise_tables_wire_targets_noise_and_dynamics(tmp_path, monkeypatch):
+    seen = []
+
+    def fake_train(cfg, workdir):
+        seen.append((cfg.method, cfg.target.kind, cfg.target.eps, cfg.target.exp_base,
+                     cfg.noise.kind, cfg.noise.rate))
+        acc = 0.9 - 0.2 * cfg.noise.rate + 0.05 * (cfg.target.kind == "proselflc")
+        history = [{"step": s, "test_accuracy": acc, "dynamics/noisy_fitted": 0.1 * s}
+                   for s in (1, 2)]
+        return {"final_test_accuracy": acc, "history": history}
+
+    monkeypatch.setattr("sslj.train.loop.train_and_evaluate", fake_train)
+    md = reproduce.run_table("proselflc_table4", "embedded", 1, str(tmp_path))
+    table = TABLES["proselflc_table4"]
+    assert len(seen) == 6 * 6
+    assert {s[1] for s in seen} == {"cce", "ls", "cp", "boot_soft", "boot_hard", "proselflc"}
+    assert all(s[0] == "supervised" for s in seen)
+    assert {(s[4], s[5]) for s in seen} == {("asymmetric", r) for r in (0.2, 0.3, 0.4)} | {
+        ("symmetric", r) for r in (0.2, 0.4, 0.6)}
+    assert {s[2] for s in seen if s[1] == "boot_hard"} == {0.2}
+    assert {s[2] for s in seen if s[1] in ("ls", "cp", "boot_soft")} == {0.5}
+    # accuracy reported (not error), with the paper's number per cell
+    row = next(line for line in md.splitlines() if line.startswith("| proselflc"))
+    assert row.split("|")[3].strip() == "89.00 +- 0.00 (68.5)"  # asym 0.3: 0.9 - 0.06 + 0.05
+    assert table.paper["cce"]["sym0.6"] == 37.9
+    assert (tmp_path / "proselflc_table4_embedded_dynamics.png").stat().st_size > 1000
+
+    seen.clear()
+    md = reproduce.run_table("proselflc_table5", "embedded", 1, str(tmp_path / "t5"))
+    b_values = sorted({s[3] for s in seen if s[1] == "proselflc"})
+    assert b_values == [8.0, 10.0, 12.0, 14.0, 16.0]
+    assert sorted({s[2] for s in seen if s[1] == "cp"}) == [0.125, 0.25, 0.5]
+    assert ("none", 0.0) in {(s[4], s[5]) for s in seen}
+    assert "(47.7)" in next(line for line in md.splitlines() if line.startswith("| proselflc_B8"))
+
+
+def test_proselflc_cifar100_configs_validate_and_split_80_20():
+    from experiments.configs import label_noise, proselflc_cifar100
+    from sslj.config import for_method, parse_methods, validate
+    from sslj.data.splits import class_mismatch
+
+    c = proselflc_cifar100.get_config()
+    assert (c.model, c.num_steps, c.batch_size) == ("resnet44", 30_000, 256)
+    assert tuple(c.optimizer.decay_steps) == (15_000, 22_000)
+    for m in parse_methods(c.compare):
+        validate(for_method(c, m), device_count=1)
+    one = proselflc_cifar100.get_config("proselflc,sym0.6")
+    assert (one.target.kind, one.noise.kind, one.noise.rate, one.compare) == (
+        "proselflc", "symmetric", 0.6, "")
+    sp = class_mismatch(np.repeat(np.arange(100), 500), seen_classes=c.split.seen_classes,
+                        mismatch_ratio=0.0, labels_per_class=c.split.labels_per_class,
+                        unlabeled_size=0, num_validation=c.split.num_validation)
+    assert (len(sp.labeled), len(sp.unlabeled), len(sp.validation)) == (40_000, 0, 10_000)
+    e = label_noise.get_config("boot_hard,asym0.3")
+    validate(e, device_count=1)
+    assert (e.target.eps, e.noise.kind) == (0.2, "asymmetric")

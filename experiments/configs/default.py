@@ -82,6 +82,20 @@ def get_config():
     # EntMin as an add-on term to any method using unlabeled data (0 = off).
     c.entmin = ml_collections.ConfigDict({"weight": 0.0})
 
+    # Target modifier of the supervised term (ProSelfLC paper; sslj/losses/targets.py):
+    # cce | ls | cp | boot_soft | boot_hard | proselflc.
+    c.target = ml_collections.ConfigDict()
+    c.target.kind = "cce"
+    c.target.eps = 0.0  # ls / cp / boot_soft / boot_hard
+    c.target.exp_base = 16.0  # ProSelfLC's B
+    c.target.eta = 0.5  # ProSelfLC: g(t) = 0.5 at t = eta * Gamma
+    c.target.total_steps = 0  # ProSelfLC's Gamma; 0 = num_steps
+    c.target.detach = False  # False: p in the target carries gradient (official code)
+
+    # Synthetic label noise on the labeled set (sslj/data/noise.py): none | symmetric |
+    # asymmetric, with rate r; the clean labels are kept for the learning dynamics.
+    c.noise = ml_collections.ConfigDict({"kind": "none", "rate": 0.0})
+
     c.pi_model = ml_collections.ConfigDict()
     c.pi_model.weight = 20.0
     c.pi_model.stop_gradient_target = True

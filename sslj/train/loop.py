@@ -2,7 +2,9 @@
 
 Writes to the workdir: config.json, splits.npz / splits.json, metrics.jsonl,
 tensorboard/, checkpoints/ (orbax, resumed automatically with the data position and
-RNG), results.json.
+RNG), results.json (with the history of evaluations). With label noise
+(`config.noise`) also noise.npz / noise.json and, per evaluation, the learning dynamics
+of `sslj.train.dynamics` (`dynamics/*` metrics, dynamics.png).
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from sslj import config as config_lib
+from sslj.data import noise as noise_lib
 from sslj.data import pipeline, sources
 from sslj.data import splits as splits_lib
 from sslj.methods import get_method
 from sslj.models import get_model
 from sslj.train import sharding
 from sslj.train.checkpoint import Checkpointer
+from sslj.train.dynamics import learning_dynamics, plot_dynamics
 from sslj.train.evaluate import EvalSet, evaluate, make_predict
 from sslj.train.metrics import MetricWriter
 from sslj.train.optim import make_optimizer
@@ -52,6 +56,15 @@ class Experiment:
     model: object
     method: object
     optimizer: object
+    noise: noise_lib.NoisyLabels | None = None  # of the labeled set, original class ids
+
+    def labeled_labels(self, clean: bool = False) -> np.ndarray:
+        """Labels of the labeled set as training sees them (noisy unless `clean`),
+        relabeled to seen-class positions."""
+        ids = self.dataset.train_labels[self.splits.labeled]
+        if self.noise is not None:
+            ids = self.noise.clean if clean else self.noise.labels
+        return splits_lib.relabel(ids, self.splits.seen_classes)
 
 
 def build(config, workdir: str | None = None, devices=None) -> Experiment:
@@ -60,16 +73,24 @@ def build(config, workdir: str | None = None, devices=None) -> Experiment:
     config_lib.validate(config, device_count=mesh.size)
     dataset = sources.load(config.data.source, config.data.get("data_dir") or None)
     splits = splits_lib.make_splits(dataset, config.split, int(config.seed))
+    noise = noise_lib.apply(dataset.train_labels[splits.labeled], config.get("noise"),
+                            splits.seen_classes, dataset, int(config.seed))
     if workdir is not None and jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
         splits_lib.save_splits(splits, workdir)
+        if noise is not None:
+            np.savez(os.path.join(workdir, "noise.npz"), labeled=splits.labeled,
+                     labels=noise.labels, clean=noise.clean)
+            with open(os.path.join(workdir, "noise.json"), "w") as f:
+                json.dump({"kind": config.noise.kind, "rate": float(config.noise.rate),
+                           **noise.summary()}, f, indent=2)
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
     model = get_model(config.model, len(splits.seen_classes),
                       dtype=jnp.dtype(config.get("compute_dtype", "float32")),
                       **dict(config.get("model_kwargs", {})))
     return Experiment(config, dataset, splits, mesh, model, get_method(config),
-                      make_optimizer(config.optimizer, int(config.num_steps)))
+                      make_optimizer(config.optimizer, int(config.num_steps)), noise)
 
 
 def init_state(exp: Experiment, rng=None):
@@ -83,8 +104,7 @@ def init_state(exp: Experiment, rng=None):
 
 def train_streams(exp: Experiment) -> pipeline.TrainStreams:
     ds, sp = exp.dataset, exp.splits
-    labels = splits_lib.relabel(ds.train_labels, sp.seen_classes)
-    labeled = {"image": ds.train_images[sp.labeled], "label": labels[sp.labeled]}
+    labeled = {"image": ds.train_images[sp.labeled], "label": exp.labeled_labels()}
     unlabeled = None
     if exp.method.uses_unlabeled:
         unlabeled = {"image": ds.train_images[sp.unlabeled],
@@ -117,6 +137,11 @@ def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None,
     eval_bs = int(cfg.eval_batch_size)
     val_set = EvalSet(ds.train_images[sp.validation], train_labels[sp.validation], eval_bs, mesh)
     test_set = EvalSet(ds.test_images, test_labels, eval_bs, mesh)
+    train_set = None  # the noisy labeled set, for the learning dynamics
+    if exp.noise is not None:
+        train_set = EvalSet(ds.train_images[sp.labeled], exp.labeled_labels(), eval_bs, mesh)
+        clean_labels = exp.labeled_labels(clean=True)
+        modifier = exp.method.target_modifier()
 
     state = sharding.replicate(mesh, init_state(exp))
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), int(cfg.get("keep_checkpoints", 2)))
@@ -144,6 +169,10 @@ def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None,
         record = {"step": step, "val_accuracy": val["accuracy"],
                   "test_accuracy": test["accuracy"], "test_auroc": test["auroc"],
                   "ema_test_accuracy": ema_test["accuracy"]}
+        if train_set is not None:
+            logits = train_set.logits(predict, state.params, state.batch_stats, state.masks)
+            dyn = learning_dynamics(logits, train_set.labels, clean_labels, modifier, step)
+            record.update({f"dynamics/{k}": v for k, v in dyn.items()})
         meta["evals"].append(record)
         if meta["best"] is None or record["val_accuracy"] > meta["best"]["val_accuracy"]:
             meta["best"] = record
@@ -206,14 +235,20 @@ def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None,
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
+        if train_set is not None:
+            plot_dynamics({cfg.method: meta["evals"]}, os.path.join(workdir, "dynamics.png"),
+                          title=f"{results['method']}, {cfg.noise.kind} noise "
+                                f"r = {cfg.noise.rate}")
     return results
 
 
 def summarize(cfg, sp, meta, wall_time_s: float) -> dict:
     evals, best = meta["evals"], meta["best"]
     last_n = int(cfg.get("median_last_evals", 20))
+    target = cfg.get("target", {}).get("kind", "cce")
     return {
-        "method": cfg.method,
+        "method": cfg.method if target == "cce" else f"{cfg.method}+{target}",
+        "target": target,
         "split": sp.name,
         "steps": int(cfg.num_steps),
         "test_accuracy_at_best_val": best["test_accuracy"],
@@ -227,4 +262,5 @@ def summarize(cfg, sp, meta, wall_time_s: float) -> dict:
         "final_test_accuracy": evals[-1]["test_accuracy"],
         "unseen_auroc_at_best_val": best["test_auroc"],
         "wall_time_s": wall_time_s,
+        "history": evals,
     }
