@@ -3,7 +3,7 @@
     python experiments/reproduce.py --table oliver_mismatch --scale embedded --seeds 3
     python experiments/reproduce.py --table oliver_mismatch --scale full --seeds 5 \
         --set data.data_dir=/data/tfds
-    python experiments/reproduce.py --table proselflc_table4 --scale embedded
+    python experiments/reproduce.py --table proselflc_table4 --scale embedded --columns sym0.4
 
 `embedded` runs on MNIST-5k on a CPU; `full` uses the paper's data set through TFDS.
 Runs go to <workdir>/<row>/<sweep value>/seed<k>; finished runs (results.json
@@ -40,11 +40,31 @@ def _parse(value: str):
         return value
 
 
-def run_table(name: str, scale: str, seeds: int, workdir: str, sets=()) -> str:
+def run_table(name: str, scale: str, seeds: int, workdir: str, sets=(),
+              columns=None, rows=None) -> str:
+    """Runs (or reuses) every run of table `name`; `columns` / `rows` restrict it to
+    some sweep values (as printed in the table header) / rows."""
+    import dataclasses
+
     from sslj import config as config_lib
     from sslj.train.loop import train_and_evaluate
 
     table = TABLES[name]
+    if columns:
+        names = {_column_name(table, v): v for v in table.sweep_values}
+        unknown = [c for c in columns if c not in names and c not in map(str, names.values())]
+        if unknown:
+            raise SystemExit(f"error: unknown column(s) {unknown} of {name}; "
+                             f"allowed: {list(names)}")
+        keep = [v for v in table.sweep_values
+                if _column_name(table, v) in columns or str(v) in columns]
+        table = dataclasses.replace(table, sweep_values=tuple(keep))
+    if rows:
+        unknown = [r for r in rows if r not in table.methods]
+        if unknown:
+            raise SystemExit(f"error: unknown row(s) {unknown} of {name}; "
+                             f"allowed: {list(table.methods)}")
+        table = dataclasses.replace(table, methods=tuple(r for r in table.methods if r in rows))
     os.makedirs(workdir, exist_ok=True)
     base = importlib.import_module(f"experiments.configs.{table.configs[scale]}").get_config()
     for field, value in table.overrides.get(scale, {}).items():
@@ -82,14 +102,15 @@ def run_table(name: str, scale: str, seeds: int, workdir: str, sets=()) -> str:
     with open(os.path.join(workdir, f"{name}_{scale}.md"), "w") as f:
         f.write(md)
     plot(table, results, os.path.join(workdir, f"{name}_{scale}.png"))
-    if table.dynamics_at is not None and table.dynamics_at in table.sweep_values:
+    if table.dynamics_at is not None:
         from sslj.train.dynamics import plot_dynamics
 
-        histories = {row: full[(row, table.dynamics_at)][0].get("history", [])
-                     for row in table.methods}
+        # the paper's setting when it was run, else the first column that was
+        at = (table.dynamics_at if table.dynamics_at in table.sweep_values
+              else table.sweep_values[0])
+        histories = {row: full[(row, at)][0].get("history", []) for row in table.methods}
         plot_dynamics(histories, os.path.join(workdir, f"{name}_{scale}_dynamics.png"),
-                      title=f"{table.title.split(':')[0]}; "
-                            f"{_column_name(table, table.dynamics_at)}, seed 0")
+                      title=f"{name}, scale {scale}: {_column_name(table, at)}, seed 0")
     return md
 
 
@@ -159,13 +180,18 @@ def main(argv=None):
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="config override applied to every row, e.g. num_steps=600")
+    parser.add_argument("--columns", default="", help="comma-separated sweep values to run "
+                        "(as in the table header, e.g. sym0.4); default: all")
+    parser.add_argument("--rows", default="", help="comma-separated rows; default: all")
     args = parser.parse_args(argv)
     from absl import logging
 
     logging.set_verbosity(logging.WARNING)
     workdir = args.workdir or os.path.join("runs", f"{args.table}_{args.scale}")
     os.makedirs(workdir, exist_ok=True)
-    print(run_table(args.table, args.scale, args.seeds, workdir, args.set))
+    split = lambda s: [x for x in s.split(",") if x]  # noqa: E731
+    print(run_table(args.table, args.scale, args.seeds, workdir, args.set,
+                    split(args.columns), split(args.rows)))
 
 
 if __name__ == "__main__":

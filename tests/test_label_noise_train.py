@@ -28,6 +28,7 @@ def _small(run):
     c.split.labels_per_class = 110
     c.split.num_validation = 300
     c.num_steps = 600
+    c.batch_size = 128
     c.optimizer.decay_steps = (300, 450)
     c.eval_every = 100
     c.checkpoint_every = 600

@@ -129,7 +129,8 @@ def _setup(method, devices, **overrides):
 
 @pytest.mark.parametrize("method", ["supervised", "pi_model", "vat", "mean_teacher",
                                     "temporal_ensembling", "pseudo_label",
-                                    "pseudo_label_accumulated"])
+                                    "pseudo_label_accumulated", "pi_model+proselflc",
+                                    "supervised+boot_hard"])
 def test_step_compiles_once_over_many_steps(method, devices):
     chex.clear_trace_counter()  # the counter is global; earlier parametrizations count too
     c, exp, state, batches = _setup(method, devices)
@@ -139,6 +140,7 @@ def test_step_compiles_once_over_many_steps(method, devices):
         state, metrics = jitted(state, next(batches))
     assert int(state.step) == 5
     chex.assert_tree_all_finite(metrics)
+    assert ("monitors/target_eps" in metrics) == ("+" in method)
 
 
 def test_ema_update_is_exact(devices):

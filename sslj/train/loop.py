@@ -249,6 +249,8 @@ def summarize(cfg, sp, meta, wall_time_s: float) -> dict:
     return {
         "method": cfg.method if target == "cce" else f"{cfg.method}+{target}",
         "target": target,
+        "noise": (f"{cfg.noise.kind} {cfg.noise.rate}"
+                  if cfg.get("noise", {}).get("kind", "none") != "none" else "none"),
         "split": sp.name,
         "steps": int(cfg.num_steps),
         "test_accuracy_at_best_val": best["test_accuracy"],
