@@ -189,9 +189,8 @@ def main(argv=None):
     logging.set_verbosity(logging.WARNING)
     workdir = args.workdir or os.path.join("runs", f"{args.table}_{args.scale}")
     os.makedirs(workdir, exist_ok=True)
-    split = lambda s: [x for x in s.split(",") if x]  # noqa: E731
-    print(run_table(args.table, args.scale, args.seeds, workdir, args.set,
-                    split(args.columns), split(args.rows)))
+    columns, rows = ([x for x in arg.split(",") if x] for arg in (args.columns, args.rows))
+    print(run_table(args.table, args.scale, args.seeds, workdir, args.set, columns, rows))
 
 
 if __name__ == "__main__":

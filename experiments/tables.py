@@ -132,17 +132,17 @@ def _table5_rows_and_paper():
 
 
 _T5_ROWS, _T5_PAPER = _table5_rows_and_paper()
+# what the label-noise tables share: noise settings as columns, final accuracy reported
+_NOISE_TABLE = dict(sweep_field="noise", sweep_overrides=_NOISE,
+                    configs={"embedded": "label_noise", "full": "proselflc_cifar100"},
+                    metric="final_test_accuracy", report="accuracy")
 
 TABLES["proselflc_table4"] = Table(
     title="ProSelfLC Table 4, CIFAR-100 with label noise, ResNet-44: clean test accuracy (%)",
     methods=tuple(_TARGET_ROWS),
     rows=_TARGET_ROWS,
-    sweep_field="noise",
     sweep_values=_NOISE_COLUMNS,
-    sweep_overrides=_NOISE,
-    configs={"embedded": "label_noise", "full": "proselflc_cifar100"},
-    metric="final_test_accuracy",
-    report="accuracy",
+    **_NOISE_TABLE,
     paper=PAPER_TABLE4,
     dynamics_at="asym0.4",
     reported="Paper values in parentheses: Wang et al. CVPR 2021 Table 4 (final accuracy; "
@@ -154,12 +154,8 @@ TABLES["proselflc_table5"] = Table(
           "clean test accuracy (%)",
     methods=tuple(_T5_ROWS),
     rows=_T5_ROWS,
-    sweep_field="noise",
     sweep_values=_NOISE_COLUMNS + ("clean",),
-    sweep_overrides=_NOISE,
-    configs={"embedded": "label_noise", "full": "proselflc_cifar100"},
-    metric="final_test_accuracy",
-    report="accuracy",
+    **_NOISE_TABLE,
     paper=_T5_PAPER,
     reported="Paper values in parentheses: Wang et al. CVPR 2021 Table 5.",
 )

@@ -27,23 +27,21 @@ ProSelfLC: B = 16, eta = 0.5, Gamma = the run's steps; LS, CP, Boot-soft: eps 0.
 paper's best fixed eps); Boot-hard: eps 0.2 (Reed et al.'s beta = 0.8).
 """
 
-import ml_collections
-
-from experiments.configs import default
-from experiments.configs.proselflc_cifar100 import ROWS, parse_arg, set_noise, set_rows
+from experiments.configs import proselflc_cifar100
+from experiments.configs.proselflc_cifar100 import parse_arg, set_rows
 
 
 def get_config(arg: str | None = None):
+    """The CIFAR-100 protocol of proselflc_cifar100.py, scaled down to MNIST-5k."""
     target, noise = parse_arg(arg, "sym0.4")
-    c = default.get_config()
+    c = proselflc_cifar100.get_config(",".join(p for p in (target, noise) if p))
+    c.data.source = "mnist5k"
+    c.data.flip = False  # digits are not mirror-symmetric
+    c.data.crop_pad = 2
     c.model = "cnn_tiny"
-    c.data.noise_std = 0.0
     c.split.seen_classes = tuple(range(10))
-    c.split.mismatch_ratio = 0.0
     c.split.labels_per_class = 320
-    c.split.unlabeled_size = 0
     c.split.num_validation = 800
-    c.split.v1_fraction = 0.5
 
     c.batch_size = 64
     c.unlabeled_batch_size = 64  # unused: no method here uses unlabeled data
@@ -52,12 +50,7 @@ def get_config(arg: str | None = None):
     c.eval_every = 100
     c.log_every = 50
     c.checkpoint_every = 500
-    c.median_last_evals = 5
-    # a new optimizer block: decay_steps becomes a tuple (two lr drops)
-    c.optimizer = ml_collections.ConfigDict(dict(
-        c.optimizer.to_dict(), name="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4,
-        schedule="staircase", decay_steps=(750, 1100), decay_factor=0.1))
-    c.method_overrides = ml_collections.ConfigDict()
-    set_noise(c, noise)
-    set_rows(c, target, ("cce", "proselflc") if target is None else ROWS)
+    c.optimizer.decay_steps = (750, 1100)
+    if target is None:
+        set_rows(c, None, ("cce", "proselflc"))
     return c

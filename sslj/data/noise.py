@@ -24,6 +24,8 @@ import numpy as np
 
 NOISE_KINDS = ("none", "symmetric", "asymmetric")
 DIGIT_PAIRS = ((2, 7), (3, 8), (5, 6), (4, 9))
+DIGIT_SOURCES = ("mnist5k", "digits", "tfds:mnist")  # grouped by DIGIT_PAIRS
+ASYMMETRIC_SOURCES = DIGIT_SOURCES + ("tfds:cifar100",)  # + coarse classes
 _SEED_TAG = 0x4015E  # keeps the noise stream apart from the split stream of the same seed
 
 
@@ -88,12 +90,9 @@ def groups_for(dataset) -> list[list[int]] | None:
     if dataset.train_coarse_labels is not None:
         fine, coarse = dataset.train_labels, dataset.train_coarse_labels
         return [sorted(set(fine[coarse == k].tolist())) for k in np.unique(coarse)]
-    if dataset.name in ("mnist5k", "digits", "tfds:mnist"):
+    if dataset.name in DIGIT_SOURCES:
         return [list(p) for p in DIGIT_PAIRS]
     return None
-
-
-ASYMMETRIC_SOURCES = ("mnist5k", "digits", "tfds:mnist", "tfds:cifar100")
 
 
 def apply(labels: np.ndarray, noise_config, seen_classes: Sequence[int], dataset,

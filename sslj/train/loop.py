@@ -236,7 +236,8 @@ def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None,
         with open(os.path.join(workdir, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
         if train_set is not None:
-            plot_dynamics({cfg.method: meta["evals"]}, os.path.join(workdir, "dynamics.png"),
+            plot_dynamics({results["method"]: meta["evals"]},
+                          os.path.join(workdir, "dynamics.png"),
                           title=f"{results['method']}, {cfg.noise.kind} noise "
                                 f"r = {cfg.noise.rate}")
     return results
