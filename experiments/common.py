@@ -25,7 +25,7 @@ COLUMNS = [
 def run_config(config, workdir: str) -> list[dict]:
     """Trains `config` (each method of `config.compare`) and prints the results table."""
     from sslj.data.sources import DataNotPreparedError
-    from sslj.train.loop import train_and_evaluate
+    from sslj.train.loop import run
 
     methods = config_lib.parse_methods(config.get("compare", "")) or (config.method,)
     results = []
@@ -33,9 +33,12 @@ def run_config(config, workdir: str) -> list[dict]:
         configs = [config_lib.for_method(config, m) for m in methods]
         for cfg in configs:  # every run's config is checked before the first one starts
             config_lib.validate(cfg)
-        for method, cfg in zip(methods, configs, strict=True):
-            out = workdir if len(methods) == 1 else os.path.join(workdir, method)
-            results.append(train_and_evaluate(cfg, out))
+        outs = [workdir if len(methods) == 1 else os.path.join(workdir, m) for m in methods]
+        for i in sorted(range(len(methods)), key=lambda i: bool(configs[i].spl.enabled)):
+            cfg = configs[i]
+            results.append((i, run(cfg, outs[i], pretrained_dir=pretrained_dir(
+                cfg, list(zip(configs, outs, strict=True))))))
+        results = [r for _, r in sorted(results, key=lambda x: x[0])]
     except (config_lib.ConfigError, DataNotPreparedError) as e:
         raise SystemExit(f"error: {e}") from None
     table = results_table(results)
@@ -47,6 +50,18 @@ def run_config(config, workdir: str) -> list[dict]:
         with open(os.path.join(workdir, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
     return results
+
+
+def pretrained_dir(cfg, runs) -> str | None:
+    """For an SPL run: the workdir of a finished base run among `runs` ((config, workdir)
+    pairs) that trains exactly the SPL run's pretraining, so both share it."""
+    if not cfg.spl.enabled or not cfg.spl.pretrain:
+        return None
+    for other, out in runs:
+        if (not other.spl.enabled and config_lib.same_base_run(other, cfg)
+                and os.path.exists(os.path.join(out, "results.json"))):
+            return out
+    return None
 
 
 def _fmt(key, value):

@@ -93,6 +93,8 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int | None = No
         _validate_target(config)
     if "noise" in config:
         _validate_noise(config)
+    if "spl" in config:
+        _validate_spl(config, device_count)
 
     _number(config, "split.mismatch_ratio", low=0.0, high=1.0)
     _number(config, "split.v1_fraction", low=0.0, high=1.0, low_open=True)
@@ -176,16 +178,85 @@ def _validate_noise(config) -> None:
                           "'none'")
 
 
+# run-name suffixes that turn SPL on: name -> spl fields they set
+SPL_SUFFIXES = {
+    "spl": {"enabled": True, "mask": "hard"},
+    "spl_soft": {"enabled": True, "mask": "soft"},
+    "finetune": {"enabled": True, "finetune_v1": True},
+}
+
+
+def split_run_name(name: str) -> tuple[str, str, str]:
+    """`"<method>[+<target>][+<spl suffix>]"` -> (method, target or "", spl suffix or "")."""
+    method, *rest = name.split("+")
+    target = next((r for r in rest if r not in SPL_SUFFIXES), "")
+    spl = next((r for r in rest if r in SPL_SUFFIXES), "")
+    return method, target, spl
+
+
 def _validate_run_name(name: str) -> None:
     from sslj.losses.targets import TARGETS
     from sslj.methods import METHODS
 
-    method, _, target = name.partition("+")
+    method, *rest = name.split("+")
     if method not in METHODS:
         raise ConfigError("compare", f"unknown method {method!r}", sorted(METHODS))
-    if target and target not in TARGETS:
-        raise ConfigError("compare", f"unknown target modifier {target!r} in {name!r}",
-                          [f"{method}+{t}" for t in TARGETS])
+    targets = [r for r in rest if r not in SPL_SUFFIXES]
+    spls = [r for r in rest if r in SPL_SUFFIXES]
+    if len(targets) > 1 or len(spls) > 1 or any(t not in TARGETS for t in targets):
+        raise ConfigError("compare", f"invalid run name {name!r}: expected "
+                          "<method>[+<target>][+<spl>]",
+                          {"target": list(TARGETS), "spl": list(SPL_SUFFIXES)})
+
+
+def _validate_spl(config, device_count) -> None:
+    from sslj.spl.bilevel import INNER_OPTIMIZERS, OUTER_LOSSES
+    from sslj.spl.masks import IDENTIFY, MASK_KINDS
+
+    for field in ("enabled", "mask_classifier", "pretrain", "inner_bn_update", "finetune_v1"):
+        if not isinstance(_get(config, f"spl.{field}"), bool):
+            raise ConfigError(f"spl.{field}", f"expected a bool, got "
+                              f"{_get(config, f'spl.{field}')!r}", [True, False])
+    _choice(config, "spl.mask", MASK_KINDS)
+    _choice(config, "spl.identify", IDENTIFY)
+    _choice(config, "spl.delta_source", ("split", "given", "estimate"))
+    _choice(config, "spl.inner_optimizer", INNER_OPTIMIZERS)
+    _choice(config, "spl.outer_loss", OUTER_LOSSES)
+    _number(config, "spl.delta", low=0.0, high=1.0)
+    _number(config, "spl.estimate_quantile", low=0.0, high=1.0, low_open=True)
+    if config.spl.estimate_quantile >= 1.0:
+        raise ConfigError("spl.estimate_quantile", "must be below 1", "(0, 1)")
+    _number(config, "spl.safe_ratio", low=0.0, high=1.0)
+    for field in ("rounds", "inner_steps", "outer_steps"):
+        _number(config, f"spl.{field}", low=0, integer=True)
+    _number(config, "spl.inner_batch_size", low=1, integer=True)
+    _number(config, "spl.inner_lr", low=0.0, low_open=True)
+    _number(config, "spl.consistency_weight", low=0.0)
+    rules = _get(config, "spl.rules")
+    import re
+
+    try:
+        for pattern, masked in rules:
+            re.compile(pattern)
+            if not isinstance(masked, bool):
+                raise TypeError
+    except (TypeError, ValueError, re.error):
+        raise ConfigError("spl.rules", f"{rules!r} is not a sequence of (regex, bool)",
+                          "e.g. ((r'(^|/)kernel$', True),)") from None
+    if not config.spl.enabled:
+        return
+    n_dev = device_count if device_count is not None else _device_count()
+    if config.spl.inner_batch_size % n_dev:
+        raise ConfigError("spl.inner_batch_size", f"{config.spl.inner_batch_size} is not "
+                          f"divisible by the {n_dev} devices", f"multiples of {n_dev}")
+    n_v1 = int(round(config.split.v1_fraction * config.split.num_validation))
+    if config.spl.inner_batch_size > n_v1:
+        raise ConfigError("spl.inner_batch_size", f"{config.spl.inner_batch_size} exceeds "
+                          f"the {n_v1} images of V1", f"[1, {n_v1}]")
+    if config.spl.outer_steps and config.split.unlabeled_size == 0 and (
+            config.spl.outer_loss == "consistency" and not config.spl.finetune_v1):
+        raise ConfigError("spl.outer_loss", "consistency needs unlabeled data but "
+                          "split.unlabeled_size is 0", ["base"])
 
 
 def _device_count() -> int:
@@ -210,18 +281,22 @@ def for_method(config: ml_collections.ConfigDict, method: str) -> ml_collections
 
     `method` may name a target modifier too, `"<method>+<target>"` (e.g.
     `supervised+proselflc`): it sets `target.kind`, and `target.eps` to the paper's
-    default for that modifier (`losses.targets.DEFAULT_EPS`) unless the config gives one.
+    default for that modifier (`losses.targets.DEFAULT_EPS`) unless the config gives one;
+    and SPL, `"<method>+spl"` (hard mask), `"+spl_soft"` or `"+finetune"` (the fine-tune-
+    on-V1 baseline), which set the `spl` fields of `SPL_SUFFIXES`.
     """
     from sslj.losses.targets import DEFAULT_EPS
 
     out = copy.deepcopy(config)
-    method, _, target = method.partition("+")
+    method, target, spl = split_run_name(method)
     with out.unlocked():
         out.method = method
         if target:
             out.target.kind = target
             if not out.target.eps > 0:
                 out.target.eps = DEFAULT_EPS.get(target, 0.0)
+        for field, value in SPL_SUFFIXES.get(spl, {}).items():
+            out.spl[field] = value
         overrides = out.get("method_overrides", {}).get(method, {})
         for field in _leaf_fields(overrides):
             *parents, leaf = field.split(".")
@@ -230,3 +305,37 @@ def for_method(config: ml_collections.ConfigDict, method: str) -> ml_collections
                 src, dst = src[p], dst[p]
             dst[leaf] = src[leaf]
     return out
+
+
+def run_name(config) -> str:
+    """The inverse of `for_method`: `<method>[+<target>][+<spl suffix>]`."""
+    name = config.method
+    target = config.get("target", {}).get("kind", "cce")
+    if target != "cce":
+        name += f"+{target}"
+    spl = config.get("spl", {})
+    if spl.get("enabled", False):
+        name += ("+finetune" if spl.finetune_v1 else
+                 "+spl_soft" if spl.mask == "soft" else "+spl")
+    return name
+
+
+def without_spl(config) -> ml_collections.ConfigDict:
+    """A copy with SPL off: the base run that SPL pretrains with."""
+    out = copy.deepcopy(config)
+    if "spl" in out:
+        with out.unlocked():
+            out.spl.enabled = False
+            out.spl.finetune_v1 = False
+    return out
+
+
+def same_base_run(a, b) -> bool:
+    """Whether two configs train the same base run (everything but `spl`, `compare`, the
+    progress bar and the pretrained flags equal)."""
+    def key(c):
+        d = c.to_dict()
+        for k in ("spl", "compare", "progress_bar", "method_overrides"):
+            d.pop(k, None)
+        return ml_collections.ConfigDict(d).to_json_best_effort(sort_keys=True)
+    return key(a) == key(b)

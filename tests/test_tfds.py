@@ -83,3 +83,46 @@ def test_train_and_evaluate_on_mock_cifar10(tmp_path):
     assert 0.0 <= results["test_accuracy_at_best_val"] <= 1.0
     assert 0.0 <= results["unseen_auroc_at_best_val"] <= 1.0
     assert os.path.exists(tmp_path / "run" / "results.json")
+
+
+def _fake_tiny_imagenet(root, per_class=2, val_per_class=1):
+    """A miniature tiny-imagenet-200/ folder with the archive's layout."""
+    from PIL import Image
+
+    base = root / "tiny-imagenet-200"
+    wnids = [f"n{i:08d}" for i in range(200)]
+    (base / "val" / "images").mkdir(parents=True)
+    (base / "wnids.txt").write_text("\n".join(reversed(wnids)) + "\n")  # file order rules
+    rng = np.random.default_rng(0)
+    rows = []
+    for w in wnids:
+        folder = base / "train" / w / "images"
+        folder.mkdir(parents=True)
+        for j in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (64, 64, 3), np.uint8)).save(
+                folder / f"{w}_{j}.JPEG")
+        for j in range(val_per_class):
+            name = f"val_{w}_{j}.JPEG"
+            Image.fromarray(rng.integers(0, 256, (64, 64), np.uint8)).save(  # greyscale
+                base / "val" / "images" / name)
+            rows.append(f"{name}\t{w}\t0\t0\t63\t63")
+    (base / "val" / "val_annotations.txt").write_text("\n".join(rows) + "\n")
+    return wnids
+
+
+def test_tiny_imagenet_manual_dir_builds_and_loads(tmp_path):
+    from sslj.data import prepare
+
+    data_dir = tmp_path / "tfds"
+    with pytest.raises(sources.DataNotPreparedError, match="tiny-imagenet-200.zip"):
+        sources.load("tfds:tiny_imagenet", str(data_dir))
+    wnids = _fake_tiny_imagenet(tmp_path / "dl")
+    prepare.main(["tiny_imagenet", "--data_dir", str(data_dir),
+                  "--manual_dir", str(tmp_path / "dl")])
+    ds = sources.load("tfds:tiny_imagenet", str(data_dir))
+    assert ds.train_images.shape == (400, 64, 64, 3) and ds.test_images.shape == (200, 64, 64, 3)
+    assert ds.num_classes == 200
+    assert np.bincount(ds.train_labels, minlength=200).tolist() == [2] * 200
+    # labels follow wnids.txt's order (reversed here): the last wnid is class 0
+    assert sorted(set(ds.test_labels.tolist())) == list(range(200))
+    del wnids

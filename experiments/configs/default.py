@@ -26,7 +26,7 @@ def get_config():
     c.seed = 0
     c.method = "supervised"
     # run.py trains each of these (comma-separated) and prints a comparison table.
-    c.compare = "supervised,pi_model"
+    c.compare = "supervised,pi_model,pi_model+spl"
     c.model = "cnn_small"
     c.model_kwargs = ml_collections.ConfigDict()
 
@@ -40,7 +40,7 @@ def get_config():
     c.split = ml_collections.ConfigDict()
     c.split.protocol = "oliver"  # or "ds3l" (the DS3L / SPL code)
     c.split.seen_classes = (0, 1, 2, 3, 4, 5)
-    c.split.mismatch_ratio = 0.5
+    c.split.mismatch_ratio = 0.6
     c.split.labels_per_class = 10
     c.split.unlabeled_size = 1500
     c.split.num_validation = 300
@@ -129,6 +129,31 @@ def get_config():
     c.pseudo_label_accumulated.threshold = 0.95
     c.pseudo_label_accumulated.warmup_epochs = 10  # the report: 10 of 300 epochs
     c.pseudo_label_accumulated.epoch_steps = 0  # 0: one pass over the unlabeled set
+
+    # Safe parameter learning (He et al. 2022; sslj/spl). A run name "<method>+spl" (hard
+    # mask), "+spl_soft" or "+finetune" (the fine-tune-on-V1 baseline) turns it on: the
+    # base method pretrains for num_steps, then identify -> rounds x (inner, outer).
+    c.spl = ml_collections.ConfigDict()
+    c.spl.enabled = False
+    c.spl.mask = "hard"  # hard (top-k^l, straight-through) | soft (ReLU)
+    c.spl.rules = ((r"(^|/)kernel$", True),)  # (regex on the param path, masked), in order
+    c.spl.mask_classifier = False  # the official code leaves the classifier unmasked
+    c.spl.identify = "magnitude"  # magnitude | random | none (ablations)
+    c.spl.delta_source = "split"  # split (the split's mismatch ratio) | given | estimate
+    c.spl.delta = 0.0  # delta_source = given
+    c.spl.estimate_quantile = 0.5  # delta_source = estimate (sslj.spl.masks.estimate_mismatch)
+    c.spl.safe_ratio = 0.0  # > 0: use this p instead of Eq. 3 (the paper's Fig. 3 sweep)
+    c.spl.pretrain = True  # False: the "w/o pre-training" ablation
+    c.spl.rounds = 4
+    c.spl.inner_steps = 40  # T; 0 = the "w/o inner" ablation
+    c.spl.outer_steps = 40  # T; 0 = the "w/o outer" ablation
+    c.spl.inner_batch_size = 32
+    c.spl.inner_optimizer = "adam"  # adam | sgd
+    c.spl.inner_lr = 0.01
+    c.spl.inner_bn_update = True
+    c.spl.outer_loss = "consistency"  # consistency (Eq. 6-7) | base (the base method's loss)
+    c.spl.consistency_weight = 10.0  # official code
+    c.spl.finetune_v1 = False  # the baseline: fine-tune the weights on V1, no masks
 
     c.method_overrides = ml_collections.ConfigDict()
     # Per-method settings, merged over the config when that method runs (Oliver's lr).

@@ -8,7 +8,8 @@ Sources:
   * ``digits``: scikit-learn's 1,797 8x8 digits (values 0..16, scaled to 0..255),
     offline; a fixed, stratified 20 % is held out as the test set.
   * ``tfds:<name>`` for mnist, fashion_mnist, cifar10, cifar100 (with coarse labels),
-    svhn_cropped and stl10, read from a prepared TFDS data dir. Nothing is downloaded:
+    svhn_cropped, stl10 and tiny_imagenet (built from a manually placed archive by
+    `sslj.data.tiny_imagenet`), read from a prepared TFDS data dir. Nothing is downloaded:
     missing data raises `DataNotPreparedError` saying how to prepare it.
 """
 
@@ -30,6 +31,9 @@ TFDS_DATASETS = {
     "cifar100": (100, "train", "test"),
     "svhn_cropped": (10, "train", "test"),
     "stl10": (10, "train", "test"),
+    # built from a manually placed archive by sslj.data.tiny_imagenet (no TFDS catalog
+    # entry); its labelled validation split is the test set
+    "tiny_imagenet": (200, "train", "validation"),
 }
 EMBEDDED = {"mnist5k": 10, "digits": 10}
 SOURCE_NAMES = tuple(EMBEDDED) + tuple(f"tfds:{n}" for n in TFDS_DATASETS)
@@ -110,6 +114,13 @@ def _digits() -> Dataset:
 
 def prepare_instructions(name: str, data_dir: str | None) -> str:
     where = data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
+    if name == "tiny_imagenet":
+        return (
+            f"TinyImageNet is not prepared in {where}. Download tiny-imagenet-200.zip "
+            "(http://cs231n.stanford.edu/tiny-imagenet-200.zip) into a folder <dl>, then\n"
+            f"    python -m sslj.data.prepare tiny_imagenet --data_dir {where} "
+            "--manual_dir <dl>\n"
+            "and pass --config.data.data_dir=<dir> (or set TFDS_DATA_DIR).")
     return (
         f"TFDS data set {name!r} is not prepared in {where} and this machine cannot "
         "download it. Prepare it on a machine with internet access:\n"
@@ -123,6 +134,8 @@ def _tfds(name: str, data_dir: str | None) -> Dataset:
     import tensorflow_datasets as tfds
 
     classes, train_split, test_split = TFDS_DATASETS[name]
+    if name == "tiny_imagenet":
+        import sslj.data.tiny_imagenet  # noqa: F401  (registers the builder)
     try:
         builder = tfds.builder(name, data_dir=data_dir)
         train, test = (_read_split(builder, s) for s in (train_split, test_split))

@@ -16,6 +16,14 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, where: jax.Array | None 
     return masked_mean(nll, where)
 
 
+def softmax_squared_l2(logits: jax.Array, target_logits: jax.Array) -> jax.Array:
+    """Mean over the batch of ||softmax(logits) - softmax(target_logits)||_2^2 (summed
+    over classes): SPL's consistency regulariser Omega (Eq. 7), C x `softmax_mse`."""
+    p = jax.nn.softmax(logits.astype(jnp.float32))
+    q = jax.nn.softmax(target_logits.astype(jnp.float32))
+    return jnp.mean(jnp.sum(jnp.square(p - q), axis=-1))
+
+
 def softmax_mse(logits: jax.Array, target_logits: jax.Array) -> jax.Array:
     """Mean over batch and classes of (softmax(logits) - softmax(target_logits))^2.
 

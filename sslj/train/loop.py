@@ -243,12 +243,22 @@ def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None,
     return results
 
 
+def run(config, workdir: str, *, pretrained_dir: str | None = None, devices=None) -> dict:
+    """Trains one run: the SPL procedure when `config.spl.enabled` (pretraining reused
+    from `pretrained_dir` if given), else `train_and_evaluate`."""
+    if config.get("spl", {}).get("enabled", False):
+        from sslj.spl.procedure import train_spl
+
+        return train_spl(config, workdir, pretrained_dir=pretrained_dir, devices=devices)
+    return train_and_evaluate(config, workdir, devices=devices)
+
+
 def summarize(cfg, sp, meta, wall_time_s: float) -> dict:
     evals, best = meta["evals"], meta["best"]
     last_n = int(cfg.get("median_last_evals", 20))
     target = cfg.get("target", {}).get("kind", "cce")
     return {
-        "method": cfg.method if target == "cce" else f"{cfg.method}+{target}",
+        "method": config_lib.run_name(cfg),
         "target": target,
         "noise": (f"{cfg.noise.kind} {cfg.noise.rate}"
                   if cfg.get("noise", {}).get("kind", "none") != "none" else "none"),

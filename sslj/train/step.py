@@ -6,7 +6,8 @@
 2. The method's forward passes run on apply_masks(params, masks); the BatchNorm-update
    policy decides which pass writes the running statistics.
 3. The method's weighted terms are summed, differentiated, and the optax update, the
-   EMA params and the new statistics form the next state.
+   EMA params and the new statistics form the next state. Weights whose mask is zero
+   (SPL's harmful parameters) keep their value exactly, whatever the optimizer.
 4. Scalar metrics `losses/*`, `weights/*`, `monitors/*` come back on the device; the
    host reads them only when it logs.
 """
@@ -19,7 +20,7 @@ import optax
 
 from sslj.data import augment as augment_lib
 from sslj.methods.base import Method, StepContext
-from sslj.spl.masks import apply_masks
+from sslj.spl.masks import apply_masks, gate_updates
 from sslj.train import sharding
 from sslj.train.schedules import learning_rate
 
@@ -95,7 +96,9 @@ def make_step_fn(model, method: Method, optimizer: optax.GradientTransformation,
         if policy == "labeled" and state.batch_stats:
             new_stats = _labeled_stats(model, state, batch, augment, bn_rng)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        # harmful (masked-out) weights keep their value bit for bit (SPL's outer step)
+        params = gate_updates(optax.apply_updates(state.params, updates), state.params,
+                              state.masks)
         ema_params = optax.incremental_update(params, state.ema_params, 1.0 - ema_decay)
         new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_stats,
                                   opt_state=opt_state, ema_params=ema_params)

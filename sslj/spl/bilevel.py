@@ -1,0 +1,117 @@
+"""SPL's bi-level steps (Eq. 4-11), each a separately jitted pure function over the one
+TrainState.
+
+  * inner step (Eq. 5, 8): cross-entropy on a V1 batch, differentiated with respect to
+    the relaxed mask scores only; the weights are constants (bit-identical after the
+    step). Hard masks go through `masks.hard_mask` (straight-through), soft masks
+    through `masks.soft_mask`. Updates `mask_scores`, `mask_opt_state` and `masks`
+    (and, with `spl.inner_bn_update`, the BatchNorm running statistics, see below).
+  * outer step (Eq. 6, 7, 11): the ordinary train step (`sslj.train.step`) of the outer
+    method with the masks frozen in the state; the step keeps every weight whose mask
+    is zero bit for bit (`masks.gate_updates`), whatever the optimizer. The outer method
+    is `SPLConsistency` (supervised cross-entropy + `spl.consistency_weight` x
+    ||h(perturb(x)) - h(x)||^2 on the unlabeled batch, Eq. 6-7) or, with
+    `spl.outer_loss = "base"`, the base method's own loss.
+
+BatchNorm during the inner step: the pass uses batch statistics (training mode, as the
+official PyTorch code's mask learning). With `spl.inner_bn_update` (default) it also
+writes the running statistics, so they describe the network under its current masks
+(running statistics are not weights; without this, evaluating after inner steps with no
+outer step -- the "w/o outer" ablation -- would use the statistics of the unmasked net).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from sslj.data.augment import to_float
+from sslj.losses import cross_entropy, softmax_squared_l2
+from sslj.methods.base import Term, supervised_xe
+from sslj.methods.pi_model import PiModel
+from sslj.spl.masks import apply_masks, mask_stats, masks_from_scores
+from sslj.train import sharding
+from sslj.train.step import Forward
+
+INNER_OPTIMIZERS = ("adam", "sgd")
+OUTER_LOSSES = ("consistency", "base")
+
+
+class SPLConsistency(PiModel):
+    """Eq. 6-7: cross-entropy on the labeled batch + w ||h(perturb(x)) - h(x)||^2 on the
+    unlabeled batch, h the softmax output, perturb the config's stochastic augmentation
+    (two passes as the Pi-model; the second is the target and carries no gradient unless
+    `pi_model.stop_gradient_target` is False). Weight `spl.consistency_weight` (10 in
+    the official code), constant: the outer steps follow a trained model."""
+
+    name = "spl_consistency"
+
+    def terms(self):
+        return (Term("xe", supervised_xe),
+                Term("consistency",
+                     lambda o, b: softmax_squared_l2(o["logits_u"], o["logits_u_target"]),
+                     weight=float(self.config.spl.consistency_weight)))
+
+
+def outer_method(config, base_method):
+    """The method of the outer steps: `SPLConsistency` or the base method itself."""
+    if config.spl.outer_loss == "consistency":
+        return SPLConsistency(config)
+    return base_method
+
+
+def inner_optimizer(spl_config) -> optax.GradientTransformation:
+    """Optimizer of the relaxed scores (Eq. 8): Adam or plain SGD at `spl.inner_lr`."""
+    lr = float(spl_config.inner_lr)
+    if spl_config.inner_optimizer == "adam":
+        return optax.adam(lr)
+    return optax.sgd(lr)
+
+
+def make_inner_step_fn(model, counts, kind: str, optimizer: optax.GradientTransformation,
+                       bn_update: bool = True):
+    """The un-jitted inner step `(state, batch, index) -> (state, metrics)`.
+
+    `batch` = {"image", "label"} from V1; `index` (an int32 scalar) counts inner steps
+    over the whole procedure and keys the dropout RNG. `counts` (per masked leaf, the
+    static k^l of the hard mask; None for unmasked leaves) fixes each layer's ratio.
+    """
+
+    def inner(state, batch, index):
+        rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), index)
+        x = to_float(batch["image"])
+        params = jax.lax.stop_gradient(state.params)
+
+        def loss_fn(scores):
+            masks = masks_from_scores(scores, counts, kind)
+            forward = Forward(model, apply_masks(params, masks), state.batch_stats,
+                              "clean" if bn_update else "none", masks)
+            logits = forward(x, rng=rng, clean=True)
+            return cross_entropy(logits, batch["label"]), (forward.new_batch_stats, logits)
+
+        (loss, (stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.mask_scores)
+        updates, opt_state = optimizer.update(grads, state.mask_opt_state, state.mask_scores)
+        scores = optax.apply_updates(state.mask_scores, updates)
+        masks = masks_from_scores(scores, counts, kind)
+        stats_ = mask_stats(masks, state.masks, counts)
+        new_state = state.replace(mask_scores=scores, mask_opt_state=opt_state, masks=masks,
+                                  batch_stats=stats)
+        metrics = {"spl/inner_loss": loss,
+                   "spl/inner_accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
+                   "spl/density": stats_["density"], "spl/swaps": stats_["swaps"],
+                   "spl/l2_score_grads": jnp.sqrt(sum(jnp.sum(jnp.square(g))
+                                                      for g in jax.tree.leaves(grads)))}
+        return new_state, metrics
+
+    return inner
+
+
+def make_inner_step(model, counts, kind, optimizer, mesh, *, bn_update: bool = True,
+                    donate: bool = True):
+    """`make_inner_step_fn` jitted once: state replicated, batch sharded on the data axis."""
+    repl = sharding.replicated(mesh)
+    return jax.jit(make_inner_step_fn(model, counts, kind, optimizer, bn_update),
+                   in_shardings=(repl, sharding.batch_sharding(mesh), repl),
+                   out_shardings=(repl, repl), donate_argnums=(0,) if donate else ())

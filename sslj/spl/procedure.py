@@ -1,0 +1,342 @@
+"""The SPL procedure (Algorithm 1): pretrain -> identify -> rounds x (inner, outer) ->
+model selection on V2 -> test.
+
+    train_spl(config, workdir, pretrained_dir=None) -> results
+
+1. Pretrain: the base method (`config.method`, SPL off) trained by
+   `sslj.train.loop.train_and_evaluate` into `<workdir>/pretrain`, or reused from
+   `pretrained_dir` (a finished run of the same base config: `run_config` and
+   `reproduce.py` pass the base row's run, so "base" and "base+SPL" share one
+   pretraining). `spl.pretrain = False` starts from the initialisation (ablation).
+2. Identify: p = 1 - delta (1 - tau) (Eq. 3) with tau = |labeled| / |unlabeled| and
+   delta from the split (`spl.delta_source = "split"`), given (`spl.delta`) or estimated
+   from the pretrained model (`masks.estimate_mismatch`); `spl.safe_ratio > 0` sets p
+   directly. The round(p k) largest magnitudes over the masked leaves are safe.
+3. Rounds: `spl.inner_steps` inner steps on V1 batches (masks learn, weights frozen),
+   then `spl.outer_steps` outer steps on labeled + unlabeled batches (weights learn,
+   masks frozen, harmful weights untouched). `spl.finetune_v1` replaces this by the
+   baseline that fine-tunes the weights on V1 (`inner_steps` steps per round, no masks).
+4. After identification and after every round: accuracy on V2 (model selection), on V1
+   and on the test set. The reported test accuracy is the one at the best V2 accuracy.
+
+Writes to the workdir: config.json, splits, metrics.jsonl (`spl/*` per round),
+checkpoints/ (one per round: an interrupted procedure resumes at the last finished
+round), results.json (the loop's keys plus an `spl` block: p, delta, tau, per-layer
+ratios at identification and at the end, density and swaps per round, the pretraining
+results), spl_layer_ratios.png (Fig. 4) and spl_rounds.png.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sslj import config as config_lib
+from sslj.data import pipeline
+from sslj.data import splits as splits_lib
+from sslj.methods.supervised import Supervised
+from sslj.spl import bilevel
+from sslj.spl import masks as masks_lib
+from sslj.train import sharding
+from sslj.train.checkpoint import Checkpointer
+from sslj.train.evaluate import EvalSet, evaluate, make_predict, softmax
+from sslj.train.loop import _check_finite, build, init_state, summarize, train_and_evaluate
+from sslj.train.metrics import MetricWriter
+from sslj.train.step import make_train_step
+
+
+@dataclasses.dataclass
+class SPLParts:
+    """What the procedure compiles: the inner and outer steps (each jitted once)."""
+
+    inner_step: object
+    outer_step: object
+    identification: masks_lib.Identification
+    spec: object
+
+
+def load_pretrained(exp, pretrained_dir: str):
+    """The final TrainState of a finished base run in `pretrained_dir`."""
+    ckpt = Checkpointer(os.path.join(pretrained_dir, "checkpoints"))
+    try:
+        latest = ckpt.latest_step()
+        if latest != int(exp.config.num_steps):
+            raise FileNotFoundError(
+                f"pretraining in {pretrained_dir} has no checkpoint at its last step "
+                f"{int(exp.config.num_steps)} (newest: {latest}); rerun it to finish")
+        template = sharding.replicate(exp.mesh, init_state(exp))
+        state, _ = ckpt.restore(template)
+    finally:
+        ckpt.close()
+    return state
+
+
+def safe_ratio_for(config, splits, delta_estimate=None) -> tuple[float, float, float]:
+    """(p, delta, tau) for this run (Eq. 3, or `spl.safe_ratio` when it is > 0)."""
+    tau = len(splits.labeled) / max(len(splits.unlabeled), 1)
+    source = config.spl.delta_source
+    delta = {"split": float(config.split.mismatch_ratio), "given": float(config.spl.delta),
+             "estimate": delta_estimate}[source]
+    p = float(config.spl.safe_ratio) or masks_lib.safe_ratio(delta, tau)
+    return p, delta, tau
+
+
+def train_spl(config, workdir: str, *, pretrained_dir: str | None = None,
+              devices=None) -> dict:
+    """Runs the whole procedure; returns the results (also written to results.json)."""
+    return run_spl(config, workdir, pretrained_dir=pretrained_dir, devices=devices)[0]
+
+
+def run_spl(config, workdir: str, *, pretrained_dir: str | None = None, devices=None):
+    """`train_spl`, also returning the compiled `SPLParts` (tests count their traces)."""
+    t_start = time.time()
+    cfg = config
+    spl = cfg.spl
+    base_cfg = config_lib.without_spl(cfg)
+    pretrain_results = None
+    if spl.pretrain:
+        if pretrained_dir is None:
+            pretrained_dir = os.path.join(workdir, "pretrain")
+        path = os.path.join(pretrained_dir, "results.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                pretrain_results = json.load(f)
+        else:
+            pretrain_results = train_and_evaluate(base_cfg, pretrained_dir, devices=devices)
+    exp = build(cfg, workdir, devices)
+    mesh, ds, sp = exp.mesh, exp.dataset, exp.splits
+    seen = sp.seen_classes
+    train_labels = splits_lib.relabel(ds.train_labels, seen)
+    eval_bs = int(cfg.eval_batch_size)
+    predict = make_predict(exp.model, mesh)
+    sets = {
+        "val": EvalSet(ds.train_images[sp.val_v2], train_labels[sp.val_v2], eval_bs, mesh),
+        "v1": EvalSet(ds.train_images[sp.val_v1], train_labels[sp.val_v1], eval_bs, mesh),
+        "test": EvalSet(ds.test_images, splits_lib.relabel(ds.test_labels, seen), eval_bs,
+                        mesh),
+    }
+    state = (load_pretrained(exp, pretrained_dir) if spl.pretrain
+             else sharding.replicate(mesh, init_state(exp)))
+
+    # ------------------------------------------------------------ identification
+    delta_estimate = None
+    if spl.delta_source == "estimate":
+        unl = EvalSet(ds.train_images[sp.unlabeled], train_labels[sp.unlabeled], eval_bs, mesh)
+        scores_u = softmax(unl.logits(predict, state.params, state.batch_stats,
+                                      state.masks)).max(-1)
+        scores_v1 = softmax(sets["v1"].logits(predict, state.params, state.batch_stats,
+                                              state.masks)).max(-1)
+        delta_estimate = masks_lib.estimate_mismatch(scores_u, scores_v1,
+                                                      float(spl.estimate_quantile))
+    p, delta, tau = safe_ratio_for(cfg, sp, delta_estimate)
+    spec = masks_lib.masked_leaves(state.params, masks_lib.rules_from_config(spl))
+    finetune = bool(spl.finetune_v1)
+    ident = masks_lib.identify(state.params, spec, 1.0 if finetune else p,
+                               "none" if finetune else spl.identify, int(cfg.seed))
+    kind = spl.mask
+    inner_opt = bilevel.inner_optimizer(spl)
+    scores = masks_lib.init_scores(state.params, ident, kind)
+    if finetune:  # no masks at all: the state keeps its all-ones scalar masks
+        masks = state.masks
+    else:
+        masks = masks_lib.masks_from_scores(scores, ident.counts, kind)
+    state = sharding.replicate(mesh, state.replace(
+        masks=masks, mask_scores=scores, mask_opt_state=inner_opt.init(scores)))
+    layer_ratios_init = masks_lib.layer_ratios(state.masks, spec)
+
+    # ------------------------------------------------------------ steps and streams
+    outer_method = Supervised(cfg) if finetune else bilevel.outer_method(cfg, exp.method)
+    parts = SPLParts(
+        inner_step=bilevel.make_inner_step(exp.model, ident.counts, kind, inner_opt, mesh,
+                                           bn_update=bool(spl.inner_bn_update)),
+        outer_step=make_train_step(exp.model, outer_method, exp.optimizer, cfg, mesh),
+        identification=ident, spec=spec)
+    rounds, t_in, t_out = int(spl.rounds), int(spl.inner_steps), int(spl.outer_steps)
+    if finetune:  # fine-tune on V1 for as many steps as the masks learn on it
+        t_in, t_out = 0, int(spl.inner_steps)
+    v1 = {"image": ds.train_images[sp.val_v1], "label": train_labels[sp.val_v1]}
+
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), 2)
+    meta = {"evals": [], "rounds": [], "train_time_s": 0.0}
+    done = 0
+    if ckpt.latest_step() is not None:
+        state, meta = ckpt.restore(state)
+        done = int(ckpt.latest_step())
+    prior_time = float(meta.get("train_time_s", 0.0))
+    writer = MetricWriter(workdir, resume_step=None,
+                          tensorboard=bool(cfg.get("tensorboard", True)))
+    if done:  # drop lines of an interrupted round
+        meta["evals"] = [e for e in meta["evals"] if e["round"] <= done]
+
+    def run_eval(r: int, extra: dict) -> dict:
+        res = {name: evaluate(predict, state.params, state.batch_stats, state.masks, s)
+               for name, s in sets.items()}
+        ema = evaluate(predict, state.ema_params, state.batch_stats, state.masks, sets["test"])
+        record = {"round": r, "step": int(jax.device_get(state.step)),
+                  "val_accuracy": res["val"]["accuracy"],
+                  "v1_accuracy": res["v1"]["accuracy"],
+                  "test_accuracy": res["test"]["accuracy"], "test_auroc": res["test"]["auroc"],
+                  "ema_test_accuracy": ema["accuracy"], **extra}
+        meta["evals"].append(record)
+        writer.write(record["step"], {f"spl/{k}": v for k, v in record.items()
+                                      if k != "step"})
+        return record
+
+    try:
+        if done == 0 and not meta["evals"]:
+            run_eval(0, {"density": _density(state.masks, ident.counts), "swaps": 0})
+        outer_streams = pipeline.TrainStreams(
+            {"image": ds.train_images[sp.labeled], "label": exp.labeled_labels()},
+            ({"image": ds.train_images[sp.unlabeled],
+              "index": np.arange(len(sp.unlabeled), dtype=np.int32)}
+             if outer_method.uses_unlabeled else None),
+            int(cfg.batch_size), int(cfg.unlabeled_batch_size), int(cfg.seed))
+        inner_bs = int(spl.inner_batch_size)
+        for r in range(done + 1, rounds + 1):
+            round_metrics = {}
+            before = jax.tree.map(jnp.copy, state.masks)  # the steps donate the state
+            if t_in:
+                batches = v1_stream(v1, inner_bs, cfg, mesh, (r - 1) * t_in)
+                history = []
+                for t in range(t_in):
+                    index = jnp.asarray((r - 1) * t_in + t, jnp.int32)
+                    state, m = parts.inner_step(state, next(batches), index)
+                    history.append(((r - 1) * t_in + t, m))
+                host = jax.device_get(history)
+                _check_finite(host)
+                losses = [m["spl/inner_loss"] for _, m in host]
+                round_metrics.update(inner_loss_first=float(losses[0]),
+                                     inner_loss_last=float(losses[-1]),
+                                     inner_loss_mean=float(np.mean(losses)),
+                                     swaps_per_step=float(np.mean(
+                                         [m["spl/swaps"] for _, m in host])))
+            round_swaps = int(jax.device_get(_swaps(state.masks, before, ident.counts)))
+            if t_out:
+                start = int(jax.device_get(state.step))
+                batches = (v1_stream(v1, inner_bs, cfg, mesh, start) if finetune
+                           else outer_streams.iterate(mesh, start_step=start))
+                history = []
+                for i in range(t_out):
+                    state, m = parts.outer_step(state, next(batches))
+                    history.append((start + i + 1, m))
+                host = jax.device_get(history)
+                _check_finite(host)
+                round_metrics.update(outer_loss_mean=float(np.mean(
+                    [m["losses/total"] for _, m in host])))
+            record = run_eval(r, {"density": _density(state.masks, ident.counts),
+                                  "swaps": round_swaps, **round_metrics})
+            meta["rounds"].append(record)
+            snapshot = copy.deepcopy(meta)
+            snapshot["train_time_s"] = prior_time + time.time() - t_start
+            ckpt.save(r, state, snapshot)
+    finally:
+        ckpt.close()
+        writer.close()
+
+    evals = meta["evals"]
+    best = max(evals, key=lambda e: (e["val_accuracy"], -e["round"]))
+    spl_meta = {"best": best, "evals": evals}
+    results = summarize(cfg, sp, spl_meta, prior_time + time.time() - t_start)
+    results["steps"] = int(cfg.num_steps) * bool(spl.pretrain) + rounds * t_out
+    results["selection"] = "V2"
+    results["spl"] = {
+        "safe_ratio": ident.ratio if not finetune else 1.0,
+        "safe_ratio_eq3": p, "delta": delta, "delta_source": spl.delta_source, "tau": tau,
+        "kept": ident.kept, "masked": ident.total, "threshold": ident.threshold,
+        "mask": kind, "identify": spl.identify, "finetune_v1": finetune,
+        "rounds": rounds, "inner_steps": t_in, "outer_steps": t_out,
+        "best_round": best["round"],
+        "layer_ratios_identified": layer_ratios_init,
+        "layer_ratios_final": masks_lib.layer_ratios(state.masks, spec),
+        "pretrain": _brief(pretrain_results),
+    }
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "results.json"), "w") as f:
+            json.dump(results, f, indent=2)
+        if not finetune:
+            plot_layer_ratios(results, os.path.join(workdir, "spl_layer_ratios.png"))
+        plot_rounds(results, os.path.join(workdir, "spl_rounds.png"))
+    return results, parts
+
+
+def v1_stream(v1, batch_size, cfg, mesh, start):
+    return pipeline.TrainStreams(v1, None, batch_size, batch_size,
+                                 int(cfg.seed) + 7919).iterate(mesh, start_step=start)
+
+
+def _density(masks, counts) -> float:
+    stats = masks_lib.mask_stats(masks, masks, counts)
+    return float(jax.device_get(stats["density"]))
+
+
+def _swaps(new, old, counts):
+    return masks_lib.mask_stats(new, old, counts)["swaps"]
+
+
+def _brief(results):
+    if results is None:
+        return None
+    keys = ("method", "test_accuracy_at_best_val", "best_val_accuracy", "final_test_accuracy",
+            "ema_test_accuracy", "steps")
+    return {k: results.get(k) for k in keys}
+
+
+def plot_layer_ratios(results: dict, path: str) -> None:
+    """Fig. 4: each masked layer's ratio of safe parameters, at identification and after
+    the last round, with the overall ratio p as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    info = results["spl"]
+    names = list(info["layer_ratios_identified"])
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * len(names) + 1.5), 3.2))
+    ax.bar(x - 0.2, [info["layer_ratios_identified"][n] for n in names], 0.4,
+           label="identified")
+    ax.bar(x + 0.2, [info["layer_ratios_final"][n] for n in names], 0.4,
+           label=f"after {info['rounds']} rounds")
+    ax.axhline(info["safe_ratio"], color="k", lw=0.8, ls="--",
+               label=f"p = {info['safe_ratio']:.3f}")
+    ax.set_xticks(x, [n.replace("/kernel", "") for n in names], rotation=60, ha="right",
+                  fontsize=7)
+    ax.set_ylabel("ratio of safe parameters")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"{results['method']}: per-layer safe ratio (Fig. 4)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_rounds(results: dict, path: str) -> None:
+    """Accuracy on V2 / test and the mask swaps per round."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    evals = results["history"]
+    r = [e["round"] for e in evals]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3))
+    a1.plot(r, [100 * e["val_accuracy"] for e in evals], "o-", label="V2 (selection)")
+    a1.plot(r, [100 * e["test_accuracy"] for e in evals], "s-", label="test")
+    a1.plot(r, [100 * e["v1_accuracy"] for e in evals], "^-", label="V1 (mask learning)")
+    a1.set_xlabel("round")
+    a1.set_ylabel("accuracy (%)")
+    a1.legend(fontsize=7)
+    a2.bar(r, [e.get("swaps", 0) for e in evals])
+    a2.set_xlabel("round")
+    a2.set_ylabel("mask swaps in the round")
+    fig.suptitle(results["method"], fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
