@@ -8,7 +8,9 @@
 `embedded` runs on MNIST-5k on a CPU; `full` uses the paper's data set through TFDS.
 Runs go to <workdir>/<row>/<sweep value>/seed<k>; finished runs (results.json
 present) are reused, interrupted ones resume from their checkpoints. Label-noise tables
-also plot every row's learning dynamics at one noise setting (the paper's Fig. 3).
+also plot every row's learning dynamics at one noise setting (the paper's Fig. 3); SPL
+tables share one pretraining between a base row and its +SPL rows (same column and
+seed), and Fig. 3's table also plots the per-layer safe ratios (Fig. 4).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def run_table(name: str, scale: str, seeds: int, workdir: str, sets=(),
     import dataclasses
 
     from sslj import config as config_lib
-    from sslj.train.loop import train_and_evaluate
+    from sslj.train.loop import run
 
     table = TABLES[name]
     if columns:
@@ -76,32 +78,52 @@ def run_table(name: str, scale: str, seeds: int, workdir: str, sets=(),
 
     runs = []
     for row in table.methods:
-        run, row_overrides = table.row(row)
+        run_name, row_overrides = table.row(row)
         for value in table.sweep_values:
             for seed in range(seeds):
-                cfg = config_lib.for_method(base, run)
-                for field, v in {**row_overrides, **table.column(value)}.items():
+                cfg = config_lib.for_method(base, run_name)
+                for field, v in {**table.column(value, scale), **row_overrides}.items():
                     _set(cfg, field, v)
                 cfg.seed = seed
                 config_lib.validate(cfg)  # all rows are checked before the first one runs
                 runs.append((row, value, seed, cfg))
+    # SPL runs pretrain with their base run: base rows run first, and every SPL run
+    # whose pretraining another run of the table already did reuses it
+    runs.sort(key=lambda r: bool(r[3].spl.enabled))
+    pretrained: dict[str, str] = {}
     results, full = {}, {}
     for i, (row, value, seed, cfg) in enumerate(runs):
         out = os.path.join(workdir, row, str(value), f"seed{seed}")
         path = os.path.join(out, "results.json")
+        key = config_lib.base_run_key(cfg)
+        if not cfg.spl.enabled and key in pretrained:  # the same base run (Fig. 3's p sweep)
+            path = os.path.join(pretrained[key], "results.json")
         if os.path.exists(path):
             with open(path) as f:
                 r = json.load(f)
         else:
             print(f"[{i + 1}/{len(runs)}] {row} {_column_name(table, value)} seed={seed}",
                   flush=True)
-            r = train_and_evaluate(cfg, out)
+            r = run(cfg, out, pretrained_dir=pretrained.get(key) if cfg.spl.pretrain else None)
+        if not cfg.spl.enabled:
+            pretrained.setdefault(key, out)
+        elif cfg.spl.pretrain and key not in pretrained:
+            pretrained[key] = os.path.join(out, "pretrain")
         results.setdefault((row, value), []).append(r[table.metric])
         full.setdefault((row, value), []).append(r)
     md = markdown(table, results, scale, seeds)
     with open(os.path.join(workdir, f"{name}_{scale}.md"), "w") as f:
         f.write(md)
     plot(table, results, os.path.join(workdir, f"{name}_{scale}.png"))
+    if table.layer_ratios_at is not None:  # Fig. 4 from the first SPL row's run there
+        from sslj.spl.procedure import plot_layer_ratios
+
+        at = (table.layer_ratios_at if table.layer_ratios_at in table.sweep_values
+              else table.sweep_values[0])
+        spl_rows = [m for m in table.methods if "spl" in full[(m, at)][0]]
+        if spl_rows:
+            plot_layer_ratios(full[(spl_rows[0], at)][0],
+                              os.path.join(workdir, f"{name}_{scale}_layer_ratios.png"))
     if table.dynamics_at is not None:
         from sslj.train.dynamics import plot_dynamics
 

@@ -330,12 +330,15 @@ def without_spl(config) -> ml_collections.ConfigDict:
     return out
 
 
+def base_run_key(config) -> str:
+    """What the base run (SPL's pretraining) depends on: the config without `spl` and the
+    fields that do not change training (`compare`, the progress bar, the per-method
+    overrides already merged in). Equal keys = the same pretraining."""
+    d = config.to_dict()
+    for k in ("spl", "compare", "progress_bar", "method_overrides", "tensorboard"):
+        d.pop(k, None)
+    return ml_collections.ConfigDict(d).to_json_best_effort(sort_keys=True)
+
+
 def same_base_run(a, b) -> bool:
-    """Whether two configs train the same base run (everything but `spl`, `compare`, the
-    progress bar and the pretrained flags equal)."""
-    def key(c):
-        d = c.to_dict()
-        for k in ("spl", "compare", "progress_bar", "method_overrides"):
-            d.pop(k, None)
-        return ml_collections.ConfigDict(d).to_json_best_effort(sort_keys=True)
-    return key(a) == key(b)
+    return base_run_key(a) == base_run_key(b)

@@ -119,3 +119,87 @@ def test_proselflc_cifar100_configs_validate_and_split_80_20():
     e = label_noise.get_config("boot_hard,asym0.3")
     validate(e, device_count=1)
     assert (e.target.eps, e.noise.kind) == (0.2, "asymmetric")
+
+
+def test_spl_tables_share_pretraining_and_wire_ablations(tmp_path, monkeypatch):
+    import json
+    import os
+
+    from sslj import config as config_lib
+
+    base_runs, spl_runs = [], []
+
+    def fake_train(cfg, workdir):
+        base_runs.append((cfg.method, cfg.split.labels_per_class, workdir))
+        os.makedirs(workdir, exist_ok=True)
+        r = {"test_accuracy_at_best_val": 0.8, "method": cfg.method}
+        with open(os.path.join(workdir, "results.json"), "w") as f:
+            json.dump(r, f)
+        return r
+
+    def fake_spl(cfg, workdir, pretrained_dir=None, devices=None):
+        config_lib.validate(cfg)
+        spl_runs.append((config_lib.run_name(cfg), dict(cfg.spl), pretrained_dir,
+                         cfg.split.labels_per_class))
+        acc = 0.85 - 0.5 * (not cfg.spl.pretrain)
+        return {"test_accuracy_at_best_val": acc, "method": config_lib.run_name(cfg),
+                "spl": {"safe_ratio": 0.3, "rounds": 1,
+                        "layer_ratios_identified": {"Conv_0/kernel": 0.5},
+                        "layer_ratios_final": {"Conv_0/kernel": 0.5}}}
+
+    monkeypatch.setattr("sslj.train.loop.train_and_evaluate", fake_train)
+    monkeypatch.setattr("sslj.spl.procedure.train_spl", fake_spl)
+    md = reproduce.run_table("spl_table3", "embedded", 1, str(tmp_path))
+    # one base (VAT) run per column; every SPL row but w/o pre-training reuses it
+    assert sorted(b[1] for b in base_runs) == [5, 10, 20]
+    base_dir = {b[1]: b[2] for b in base_runs}
+    assert len(spl_runs) == 7 * 3
+    for name, spl, pre, labels in spl_runs:
+        assert name == "vat+spl"
+        assert pre == (base_dir[labels] if spl["pretrain"] else None)
+    rows = {(s[1]["identify"], s[1]["inner_steps"], s[1]["outer_steps"], s[1]["pretrain"])
+            for s in spl_runs}
+    assert ("none", 40, 40, True) in rows and ("random", 40, 40, True) in rows
+    assert ("magnitude", 0, 0, True) in rows and ("magnitude", 40, 40, False) in rows
+    line = next(x for x in md.splitlines() if x.startswith("| w/o pre-training"))
+    assert "35.00 +- 0.00 (32.5)" in line
+    # Fig. 3: the p sweep trains the base row once, SPL once per p, and plots Fig. 4
+    base_runs.clear(), spl_runs.clear()
+    reproduce.run_table("spl_fig3", "embedded", 1, str(tmp_path / "f3"))
+    assert len(base_runs) == 1
+    assert sorted(s[1]["safe_ratio"] for s in spl_runs) == [0.1, 0.3, 0.5, 0.7, 0.9]
+    assert (tmp_path / "f3" / "spl_fig3_embedded_layer_ratios.png").stat().st_size > 1000
+
+
+def test_spl_full_scale_configs_validate_and_split():
+    import importlib
+
+    from sslj import config as config_lib
+    from sslj.data import splits as splits_lib
+
+    for name, seen, labels in (("spl_cifar10", 6, 400), ("spl_cifar100", 50, 100),
+                               ("spl_tinyimagenet", 100, 100)):
+        mod = importlib.import_module(f"experiments.configs.{name}")
+        c = mod.get_config()
+        runs = config_lib.parse_methods(c.compare)
+        assert "vat+spl" in runs and "supervised" in runs
+        for run in runs:
+            cfg = config_lib.for_method(c, run)
+            cfg.batch_size = cfg.unlabeled_batch_size = 48
+            cfg.eval_batch_size = 1000
+            cfg.spl.inner_batch_size = 96
+            config_lib.validate(cfg, device_count=8)
+        assert c.split.protocol == "ds3l" and len(c.split.seen_classes) == seen
+        assert c.split.labels_per_class == labels
+        one = mod.get_config("vat+spl")
+        assert one.compare == "vat+spl" and one.method == "vat"
+    # the DS3L split at CIFAR-10 scale: 400 labels / seen class, int(20000 * 0.7) / 6
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 5000)
+    rng.shuffle(labels)
+    sp = splits_lib.class_mismatch(labels, seen_classes=(2, 3, 4, 5, 6, 7), mismatch_ratio=0.3,
+                                   labels_per_class=400, unlabeled_size=20000,
+                                   num_validation=5000, protocol="ds3l")
+    assert len(sp.labeled) == 2400 and len(sp.val_v1) == 3500 and len(sp.val_v2) == 1500
+    seen_unl = np.isin(labels[sp.unlabeled], (2, 3, 4, 5, 6, 7)).sum()
+    assert seen_unl == 6 * (14000 // 6)

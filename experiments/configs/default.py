@@ -149,7 +149,7 @@ def get_config():
     c.spl.outer_steps = 40  # T; 0 = the "w/o outer" ablation
     c.spl.inner_batch_size = 32
     c.spl.inner_optimizer = "adam"  # adam | sgd
-    c.spl.inner_lr = 0.01
+    c.spl.inner_lr = 0.05  # scores are |theta| / threshold: 0.05 swaps within a few steps
     c.spl.inner_bn_update = True
     c.spl.outer_loss = "consistency"  # consistency (Eq. 6-7) | base (the base method's loss)
     c.spl.consistency_weight = 10.0  # official code

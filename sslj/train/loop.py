@@ -250,6 +250,8 @@ def run(config, workdir: str, *, pretrained_dir: str | None = None, devices=None
         from sslj.spl.procedure import train_spl
 
         return train_spl(config, workdir, pretrained_dir=pretrained_dir, devices=devices)
+    if devices is None:
+        return train_and_evaluate(config, workdir)
     return train_and_evaluate(config, workdir, devices=devices)
 
 
