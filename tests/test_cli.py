@@ -38,5 +38,5 @@ def test_digits_source_end_to_end(tmp_path):
                        "split.unlabeled_size": 400, "split.num_validation": 100,
                        "method": "pi_model", "eval_batch_size": 96})
     r = train_and_evaluate(c, str(tmp_path))
-    assert r["split"] == "digits.oliver.mm0.50@30.s0"
+    assert r["split"] == "digits.oliver.mm0.60@30.s0"
     assert 0.0 <= r["test_accuracy_at_best_val"] <= 1.0
