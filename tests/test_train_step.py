@@ -156,7 +156,10 @@ def test_ema_update_is_exact(devices):
 def test_eight_devices_match_one_device(method, optimizer, devices):
     # Pi under Adam: m / sqrt(v) turns reduction-order noise (1e-9) on near-zero gradients
     # into lr-sized differences, so that case is compared under SGD, which does not.
-    overrides = {"optimizer.name": optimizer, "method_overrides.pi_model.optimizer.lr": 0.05}
+    # (tolerances calibrated on the mismatch-0.5 split; at 0.6 the pi_model case's batch
+    # puts reduction-order noise at 3.5e-5 on a few weights)
+    overrides = {"optimizer.name": optimizer, "method_overrides.pi_model.optimizer.lr": 0.05,
+                 "split.mismatch_ratio": 0.5}
     results = []
     for devs in (devices, devices[:1]):
         c, exp, state, batches = _setup(method, devs, **overrides)
