@@ -35,8 +35,17 @@ def test_embedded_default_writes_every_output(tmp_path):
     c = get_config()  # the README's main job, shortened
     c.num_steps, c.eval_every, c.log_every, c.checkpoint_every = 4, 2, 2, 2
     c.ramp.steps, c.optimizer.decay_steps, c.progress_bar = 2, 3, False
+    c.spl.rounds, c.spl.inner_steps, c.spl.outer_steps = 1, 2, 2
     results = common.run_config(c, str(tmp_path))
-    assert [r["method"] for r in results] == ["supervised", "pi_model"]
+    assert [r["method"] for r in results] == ["supervised", "pi_model", "pi_model+spl"]
+    # Pi + SPL starts from the pi_model run: no pretraining of its own
+    spl = tmp_path / "pi_model+spl"
+    assert not (spl / "pretrain").exists()
+    assert results[2]["spl"]["pretrain"] == {k: results[1][k] for k in results[2]["spl"][
+        "pretrain"]}
+    for name in ("results.json", "metrics.jsonl", "spl_layer_ratios.png", "spl_rounds.png"):
+        assert (spl / name).is_file(), f"pi_model+spl/{name} missing"
+    assert [e["step"] for e in results[2]["history"]] == [4, 6]
     for method in ("supervised", "pi_model"):
         d = tmp_path / method
         for name in ("config.json", "splits.npz", "splits.json", "metrics.jsonl",
@@ -54,6 +63,7 @@ def test_embedded_default_writes_every_output(tmp_path):
         assert json.loads((d / "splits.json").read_text())["labeled"] == 60
     table = (tmp_path / "results.md").read_text()
     assert "| supervised |" in table and "| pi_model |" in table
+    assert "| pi_model+spl |" in table
 
 
 @pytest.mark.parametrize("method", ["pi_model"])
