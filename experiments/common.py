@@ -34,10 +34,11 @@ def run_config(config, workdir: str) -> list[dict]:
         for cfg in configs:  # every run's config is checked before the first one starts
             config_lib.validate(cfg)
         outs = [workdir if len(methods) == 1 else os.path.join(workdir, m) for m in methods]
+        shared = Pretrainings()
         for i in sorted(range(len(methods)), key=lambda i: bool(configs[i].spl.enabled)):
             cfg = configs[i]
-            results.append((i, run(cfg, outs[i], pretrained_dir=pretrained_dir(
-                cfg, list(zip(configs, outs, strict=True))))))
+            results.append((i, run(cfg, outs[i], pretrained_dir=shared.lookup(cfg))))
+            shared.record(cfg, outs[i])
         results = [r for _, r in sorted(results, key=lambda x: x[0])]
     except (config_lib.ConfigError, DataNotPreparedError) as e:
         raise SystemExit(f"error: {e}") from None
@@ -52,16 +53,25 @@ def run_config(config, workdir: str) -> list[dict]:
     return results
 
 
-def pretrained_dir(cfg, runs) -> str | None:
-    """For an SPL run: the workdir of a finished base run among `runs` ((config, workdir)
-    pairs) that trains exactly the SPL run's pretraining, so both share it."""
-    if not cfg.spl.enabled or not cfg.spl.pretrain:
-        return None
-    for other, out in runs:
-        if (not other.spl.enabled and config_lib.same_base_run(other, cfg)
-                and os.path.exists(os.path.join(out, "results.json"))):
-            return out
-    return None
+class Pretrainings:
+    """Finished runs by the base run they trained (`config.base_run_key`), so an SPL run
+    reuses the pretraining of its base run, or of an earlier SPL run of the same base.
+    Record a run after it finished; run base runs first."""
+
+    def __init__(self):
+        self.dirs: dict[str, str] = {}
+
+    def lookup(self, cfg) -> str | None:
+        """The workdir of a finished run of `cfg`'s base run, or None."""
+        if cfg.spl.enabled and not cfg.spl.pretrain:
+            return None
+        return self.dirs.get(config_lib.base_run_key(cfg))
+
+    def record(self, cfg, workdir: str) -> None:
+        if not cfg.spl.enabled:
+            self.dirs.setdefault(config_lib.base_run_key(cfg), workdir)
+        elif cfg.spl.pretrain:
+            self.dirs.setdefault(config_lib.base_run_key(cfg), os.path.join(workdir, "pretrain"))
 
 
 def _fmt(key, value):

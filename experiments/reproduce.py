@@ -23,7 +23,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments import common  # noqa: E402,F401  (XLA flags before JAX starts)
+from experiments import common  # noqa: E402  (XLA flags before JAX starts)
 from experiments.tables import TABLES  # noqa: E402
 
 
@@ -90,25 +90,22 @@ def run_table(name: str, scale: str, seeds: int, workdir: str, sets=(),
     # SPL runs pretrain with their base run: base rows run first, and every SPL run
     # whose pretraining another run of the table already did reuses it
     runs.sort(key=lambda r: bool(r[3].spl.enabled))
-    pretrained: dict[str, str] = {}
+    shared = common.Pretrainings()
     results, full = {}, {}
     for i, (row, value, seed, cfg) in enumerate(runs):
         out = os.path.join(workdir, row, str(value), f"seed{seed}")
         path = os.path.join(out, "results.json")
-        key = config_lib.base_run_key(cfg)
-        if not cfg.spl.enabled and key in pretrained:  # the same base run (Fig. 3's p sweep)
-            path = os.path.join(pretrained[key], "results.json")
+        done = shared.lookup(cfg)
+        if not cfg.spl.enabled and done:  # the same base run again (Fig. 3's p sweep)
+            path = os.path.join(done, "results.json")
         if os.path.exists(path):
             with open(path) as f:
                 r = json.load(f)
         else:
             print(f"[{i + 1}/{len(runs)}] {row} {_column_name(table, value)} seed={seed}",
                   flush=True)
-            r = run(cfg, out, pretrained_dir=pretrained.get(key) if cfg.spl.pretrain else None)
-        if not cfg.spl.enabled:
-            pretrained.setdefault(key, out)
-        elif cfg.spl.pretrain and key not in pretrained:
-            pretrained[key] = os.path.join(out, "pretrain")
+            r = run(cfg, out, pretrained_dir=done)
+        shared.record(cfg, out)
         results.setdefault((row, value), []).append(r[table.metric])
         full.setdefault((row, value), []).append(r)
     md = markdown(table, results, scale, seeds)

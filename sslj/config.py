@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import numbers
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -233,8 +234,6 @@ def _validate_spl(config, device_count) -> None:
     _number(config, "spl.inner_lr", low=0.0, low_open=True)
     _number(config, "spl.consistency_weight", low=0.0)
     rules = _get(config, "spl.rules")
-    import re
-
     try:
         for pattern, masked in rules:
             re.compile(pattern)
@@ -338,7 +337,3 @@ def base_run_key(config) -> str:
     for k in ("spl", "compare", "progress_bar", "method_overrides", "tensorboard"):
         d.pop(k, None)
     return ml_collections.ConfigDict(d).to_json_best_effort(sort_keys=True)
-
-
-def same_base_run(a, b) -> bool:
-    return base_run_key(a) == base_run_key(b)

@@ -46,3 +46,24 @@ def tiny_config(**overrides):
             node = node[p]
         node[leaf] = value
     return c
+
+
+def short_run_config(run: str, steps: int = 300):
+    """A small training run of `run` (a run name) that learns: TinyCNN, `steps` steps of
+    32 labeled + 32 unlabeled images, Adam 3e-3 for every method (no per-method
+    learning rates: at this length Oliver's 3e-4 does not train), the consistency ramp
+    over 40 % and the learning-rate drop at 80 % of the steps, 4 evaluations."""
+    from sslj.config import for_method
+
+    c = tiny_config()
+    c.method_overrides = type(c)()
+    c = for_method(c, run)
+    c.num_steps = steps
+    c.batch_size = c.unlabeled_batch_size = 32
+    c.eval_every = steps // 4
+    c.log_every = 50
+    c.checkpoint_every = steps
+    c.ramp.steps = int(0.4 * steps)
+    c.optimizer.decay_steps = int(0.8 * steps)
+    c.tensorboard = False
+    return c

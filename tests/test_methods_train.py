@@ -14,28 +14,17 @@ asserted here; their numerics are tested in test_consistency_methods.py.
 
 import pytest
 
-from sslj.config import for_method
 from sslj.train.loop import train_and_evaluate
-from tests.conftest import tiny_config
+from tests.conftest import short_run_config
 
 STEPS = 300
 MARGIN = 0.05  # required lead over supervised (measured: 0.08 to 0.22)
 
 
 def _small(method):
-    c = tiny_config(method=method)
-    c.method_overrides = type(c)()  # one learning rate for all: the comparison is the method
-    c = for_method(c, method)
+    c = short_run_config(method, STEPS)  # one learning rate for all: the comparison is the method
     c.split.mismatch_ratio = 0.0
-    c.num_steps = STEPS
-    c.batch_size = c.unlabeled_batch_size = 32
-    c.eval_every = STEPS // 4
-    c.log_every = 50
-    c.checkpoint_every = STEPS
-    c.ramp.steps = int(0.4 * STEPS)
-    c.optimizer.decay_steps = int(0.8 * STEPS)
     c.pseudo_label_accumulated.warmup_epochs = 1
-    c.tensorboard = False
     return c
 
 

@@ -7,28 +7,17 @@ p = 1 - 0.6 (1 - 60/1500) = 0.424) over 3 rounds of 20 inner + 20 outer steps. T
 run selects its test accuracy on the whole validation set, SPL on V2 only.
 """
 
-from sslj import config as config_lib
 from sslj.spl.procedure import train_spl
 from sslj.train.loop import train_and_evaluate
-from tests.conftest import tiny_config
+from tests.conftest import short_run_config
 
 STEPS = 300
 
 
 def _config(run):
-    c = tiny_config()
-    c.method_overrides = type(c)()  # Adam 3e-3 (not Oliver's 3e-4): 300 steps must train
-    c = config_lib.for_method(c, run)
+    c = short_run_config(run, STEPS)
     c.split.mismatch_ratio = 0.6
-    c.num_steps = STEPS
-    c.batch_size = c.unlabeled_batch_size = 32
-    c.eval_every = STEPS // 4
-    c.log_every = 50
-    c.checkpoint_every = STEPS
-    c.ramp.steps = int(0.4 * STEPS)
-    c.optimizer.decay_steps = int(0.8 * STEPS)
     c.spl.rounds, c.spl.inner_steps, c.spl.outer_steps = 3, 20, 20
-    c.tensorboard = False
     return c
 
 

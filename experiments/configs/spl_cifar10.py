@@ -67,6 +67,11 @@ def get_config(run=None):
     c.split.unlabeled_size = 20_000
     c.split.num_validation = 5000
     c.vat.eps = 6.0
+    return select_run(c, run)
+
+
+def select_run(c, run=None):
+    """`run` (e.g. "vat+spl") alone, or every row of Table 1 when None."""
     if run:
         c.method, c.compare = run.split("+")[0], run
     else:

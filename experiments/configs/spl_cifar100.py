@@ -19,7 +19,7 @@ implement; the Pi-model stands in): see experiments/tables.py.
 """
 
 from experiments.configs import oliver_cifar10_mismatch
-from experiments.configs.spl_cifar10 import ROWS, spl_defaults
+from experiments.configs.spl_cifar10 import select_run, spl_defaults
 
 
 def get_config(run=None):
@@ -31,8 +31,4 @@ def get_config(run=None):
     c.split.unlabeled_size = 20_000
     c.split.num_validation = 2500
     c.vat.eps = 6.0
-    if run:
-        c.method, c.compare = run.split("+")[0], run
-    else:
-        c.compare = ",".join(ROWS)
-    return c
+    return select_run(c, run)

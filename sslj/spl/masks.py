@@ -133,14 +133,14 @@ def identify(params, spec, ratio: float, how: str = "magnitude", seed: int = 0) 
     total = int(sum(sizes))
     ratio = 1.0 if how == "none" else float(ratio)
     kept = int(round(ratio * total))
+    magnitude = np.abs(np.concatenate(masked)) if masked else np.zeros(0)
     if how == "magnitude":
-        flat = np.abs(np.concatenate(masked)) if masked else np.zeros(0)
-        order = np.argsort(-flat, kind="stable")
+        order = np.argsort(-magnitude, kind="stable")
     else:
         order = np.random.default_rng(seed).permutation(total)
     keep = np.zeros(total, bool)
     keep[order[:kept]] = True
-    threshold = (float(np.abs(np.concatenate(masked))[order[kept - 1]])
+    threshold = (float(magnitude[order[kept - 1]])
                  if how == "magnitude" and kept > 0 else None)
     out_masks, out_counts, offset, i = [], [], 0, 0
     for leaf, f in zip(leaves, flags, strict=True):

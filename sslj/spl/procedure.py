@@ -164,16 +164,15 @@ def run_spl(config, workdir: str, *, pretrained_dir: str | None = None, devices=
     v1 = {"image": ds.train_images[sp.val_v1], "label": train_labels[sp.val_v1]}
 
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), 2)
-    meta = {"evals": [], "rounds": [], "train_time_s": 0.0}
+    meta = {"evals": [], "train_time_s": 0.0}
     done = 0
     if ckpt.latest_step() is not None:
         state, meta = ckpt.restore(state)
         done = int(ckpt.latest_step())
     prior_time = float(meta.get("train_time_s", 0.0))
-    writer = MetricWriter(workdir, resume_step=None,
+    # on resume, metric lines an interrupted round wrote after the checkpoint are dropped
+    writer = MetricWriter(workdir, resume_step=int(jax.device_get(state.step)) if done else None,
                           tensorboard=bool(cfg.get("tensorboard", True)))
-    if done:  # drop lines of an interrupted round
-        meta["evals"] = [e for e in meta["evals"] if e["round"] <= done]
 
     def run_eval(r: int, extra: dict) -> dict:
         res = {name: evaluate(predict, state.params, state.batch_stats, state.masks, s)
@@ -190,24 +189,31 @@ def run_spl(config, workdir: str, *, pretrained_dir: str | None = None, devices=
         return record
 
     try:
-        if done == 0 and not meta["evals"]:
+        if done == 0:
             run_eval(0, {"density": _density(state.masks, ident.counts), "swaps": 0})
-        outer_streams = pipeline.TrainStreams(
-            {"image": ds.train_images[sp.labeled], "label": exp.labeled_labels()},
-            ({"image": ds.train_images[sp.unlabeled],
-              "index": np.arange(len(sp.unlabeled), dtype=np.int32)}
-             if outer_method.uses_unlabeled else None),
-            int(cfg.batch_size), int(cfg.unlabeled_batch_size), int(cfg.seed))
+        # one stream per phase for the whole procedure: the inner steps read V1 from
+        # position done * T_in on, the outer steps the training data from the step count
         inner_bs = int(spl.inner_batch_size)
+        inner_batches = v1_stream(v1, inner_bs, cfg, mesh, done * t_in) if t_in else None
+        start = int(jax.device_get(state.step))
+        if finetune:
+            outer_batches = v1_stream(v1, inner_bs, cfg, mesh, start)
+        elif t_out:
+            outer_batches = pipeline.TrainStreams(
+                {"image": ds.train_images[sp.labeled], "label": exp.labeled_labels()},
+                ({"image": ds.train_images[sp.unlabeled],
+                  "index": np.arange(len(sp.unlabeled), dtype=np.int32)}
+                 if outer_method.uses_unlabeled else None),
+                int(cfg.batch_size), int(cfg.unlabeled_batch_size),
+                int(cfg.seed)).iterate(mesh, start_step=start)
         for r in range(done + 1, rounds + 1):
             round_metrics = {}
             before = jax.tree.map(jnp.copy, state.masks)  # the steps donate the state
             if t_in:
-                batches = v1_stream(v1, inner_bs, cfg, mesh, (r - 1) * t_in)
                 history = []
                 for t in range(t_in):
                     index = jnp.asarray((r - 1) * t_in + t, jnp.int32)
-                    state, m = parts.inner_step(state, next(batches), index)
+                    state, m = parts.inner_step(state, next(inner_batches), index)
                     history.append(((r - 1) * t_in + t, m))
                 host = jax.device_get(history)
                 _check_finite(host)
@@ -219,20 +225,17 @@ def run_spl(config, workdir: str, *, pretrained_dir: str | None = None, devices=
                                          [m["spl/swaps"] for _, m in host])))
             round_swaps = int(jax.device_get(_swaps(state.masks, before, ident.counts)))
             if t_out:
-                start = int(jax.device_get(state.step))
-                batches = (v1_stream(v1, inner_bs, cfg, mesh, start) if finetune
-                           else outer_streams.iterate(mesh, start_step=start))
                 history = []
-                for i in range(t_out):
-                    state, m = parts.outer_step(state, next(batches))
-                    history.append((start + i + 1, m))
+                for _ in range(t_out):
+                    state, m = parts.outer_step(state, next(outer_batches))
+                    history.append((start + 1, m))
+                    start += 1
                 host = jax.device_get(history)
                 _check_finite(host)
                 round_metrics.update(outer_loss_mean=float(np.mean(
                     [m["losses/total"] for _, m in host])))
-            record = run_eval(r, {"density": _density(state.masks, ident.counts),
+            run_eval(r, {"density": _density(state.masks, ident.counts),
                                   "swaps": round_swaps, **round_metrics})
-            meta["rounds"].append(record)
             snapshot = copy.deepcopy(meta)
             snapshot["train_time_s"] = prior_time + time.time() - t_start
             ckpt.save(r, state, snapshot)
