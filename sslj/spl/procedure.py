@@ -47,7 +47,14 @@ from sslj.spl import masks as masks_lib
 from sslj.train import sharding
 from sslj.train.checkpoint import Checkpointer
 from sslj.train.evaluate import EvalSet, evaluate, make_predict, softmax
-from sslj.train.loop import _check_finite, build, init_state, summarize, train_and_evaluate
+from sslj.train.loop import (
+    _check_finite,
+    build,
+    init_state,
+    summarize,
+    train_and_evaluate,
+    train_streams,
+)
 from sslj.train.metrics import MetricWriter
 from sslj.train.step import make_train_step
 
@@ -198,14 +205,9 @@ def run_spl(config, workdir: str, *, pretrained_dir: str | None = None, devices=
         start = int(jax.device_get(state.step))
         if finetune:
             outer_batches = v1_stream(v1, inner_bs, cfg, mesh, start)
-        elif t_out:
-            outer_batches = pipeline.TrainStreams(
-                {"image": ds.train_images[sp.labeled], "label": exp.labeled_labels()},
-                ({"image": ds.train_images[sp.unlabeled],
-                  "index": np.arange(len(sp.unlabeled), dtype=np.int32)}
-                 if outer_method.uses_unlabeled else None),
-                int(cfg.batch_size), int(cfg.unlabeled_batch_size),
-                int(cfg.seed)).iterate(mesh, start_step=start)
+        elif t_out:  # the loop's streams, with unlabeled data if the outer method uses it
+            outer_batches = train_streams(dataclasses.replace(exp, method=outer_method)).iterate(
+                mesh, start_step=start)
         for r in range(done + 1, rounds + 1):
             round_metrics = {}
             before = jax.tree.map(jnp.copy, state.masks)  # the steps donate the state
