@@ -26,6 +26,16 @@ def _tf():
     return tf
 
 
+def _fixed(ds):
+    """`ds` with tf.data's autotuning off. The pipelines set their own buffer sizes, and an
+    autotuned iterator's destructor waits for the tuning thread's next wake-up (up to a
+    minute): measured 43-92 s lost between the main job's runs."""
+    tf = _tf()
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
+
+
 def index_stream(num_examples: int, batch_size: int, seed: int, start_step: int = 0):
     """tf.data.Dataset of global index batches (batch_size,) int64, infinite."""
     tf = _tf()
@@ -54,7 +64,7 @@ def numpy_stream(arrays: dict[str, np.ndarray], batch_size: int, seed: int,
         return {k: tf.gather(v, idx) for k, v in tensors.items()}
 
     ds = index_stream(n, batch_size, seed, start_step).map(gather)
-    return ds.prefetch(2).as_numpy_iterator()
+    return _fixed(ds.prefetch(2)).as_numpy_iterator()
 
 
 def prefetch_to_mesh(iterator, mesh, size: int = 2):
@@ -104,5 +114,5 @@ def eval_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, mesh):
     labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
     rows = sharding.process_slice(batch_size)
     ds = tf.data.Dataset.from_tensor_slices({"image": images, "label": labels, "mask": mask})
-    for batch in ds.batch(batch_size).as_numpy_iterator():
+    for batch in _fixed(ds.batch(batch_size)).as_numpy_iterator():
         yield sharding.shard_batch(mesh, {k: v[rows] for k, v in batch.items()})
