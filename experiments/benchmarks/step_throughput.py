@@ -25,7 +25,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from experiments import common  # noqa: E402,F401  (XLA flags before JAX starts)
 
 # benchmark names for method variants: name -> (method, {dotted config field: value})
-VARIANTS = {"vat_fd": ("vat", {"vat.probe": "finite_difference"})}
+VARIANTS = {"vat_fd": ("vat", {"vat.probe": "finite_difference"}),
+            "vat_fd_fori": ("vat", {"vat.probe": "finite_difference", "vat.unroll": False}),
+            "vat_fd_k0": ("vat", {"vat.probe": "finite_difference", "vat.power_iterations": 0})}
 
 SHAPES = {"wrn28_2": (32, 32, 3), "resnet32": (32, 32, 3), "resnet44": (32, 32, 3),
           "cnn_small": (28, 28, 1), "cnn_tiny": (28, 28, 1), "icn_mnist": (28, 28, 1)}

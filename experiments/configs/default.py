@@ -125,7 +125,7 @@ def get_config():
     c.vat.probe = "hvp"
     c.vat.xi = 1e-6  # finite_difference only
     c.vat.divergence = "perturbed_clean"  # KL(p(x+r) || p(x)); "clean_perturbed": Oliver's code
-    c.vat.unroll = True  # unroll the power-iteration loop (short loops are faster on CPU)
+    c.vat.unroll = True  # K iterations traced straight; False: lax.fori_loop (see methods/vat.py)
     c.vat.entmin_weight = 0.1  # vat_entmin only
 
     c.pseudo_label = ml_collections.ConfigDict()
