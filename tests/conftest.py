@@ -39,7 +39,12 @@ def tiny_config(**overrides):
     c.optimizer.decay_steps = 5
     c.progress_bar = False
     c.compare = ""
-    for key, value in overrides.items():
+    return set_fields(c, overrides)
+
+
+def set_fields(c, fields):
+    """Sets dotted config fields ({"optimizer.lr": 1e-3, ...}) in place; returns c."""
+    for key, value in dict(fields).items():
         node = c
         *parents, leaf = key.split(".")
         for p in parents:

@@ -1,31 +1,63 @@
-"""End to end on the embedded MNIST-5k protocol with no class mismatch: SSL methods
+"""End to end on the embedded MNIST-5k protocol with no class mismatch: each SSL method
 against the supervised baseline (fixed seed, small scale, seen-class test accuracy at
 the best validation step).
 
-Small scale = TinyCNN, 300 steps of 32 labeled + 32 unlabeled images, 10 labels per
-seen digit, one learning rate (3e-3) for every method. Measured at this scale (seed 0):
-supervised 75.2 %, VAT and VAT+EntMin above 80.2 %, online Pseudo-Label 71.5 %. Only
-VAT is asserted (VAT+EntMin adds a term whose numerics are tested elsewhere, and each
-VAT run costs ~2 CPU minutes). The consistency methods (Pi, Mean Teacher, Temporal
-Ensembling) and both Pseudo-Labels did not beat supervised reliably at any scale a CI
-run affords (measured 200 to 1,200 steps, 3 or 10 labels per digit), so they are not
-asserted here; their numerics are tested in test_consistency_methods.py.
+Small scale = TinyCNN, 600 steps of 32 labeled + 32 unlabeled images, 10 labels per
+seen digit, one learning rate (Adam 3e-3) for every method, BatchNorm running averages
+with decay 0.9. The decay matters: with the model's default 0.99 the running statistics
+lag a network trained this fast, and the evaluation measures the lag rather than the
+method (seed 0, 300 steps: the supervised run's training loss was 0.15 at step 150 while
+its test accuracy was 20 %; Pi-model 59 % vs supervised 75 % at the end). With 0.9
+the same 300-step runs give Pi 92.3 % vs 90.3 %.
+
+Measured at this scale (seed 0, 2-core CPU), test accuracy at the best validation step:
+
+| method | accuracy | lead |
+|---|---|---|
+| supervised | 90.8 | |
+| VAT | 97.5 | +6.7 |
+| Mean Teacher | 95.5 | +4.7 |
+| Pseudo-Label (online) | 95.5 | +4.7 |
+| Temporal Ensembling (weight 10, 64 unlabeled per step) | 94.2 | +3.4 |
+| Pi-model | 93.7 | +2.9 |
+
+Temporal Ensembling's per-example targets improve once per pass over the 1,500
+unlabeled images, so it gets 64 unlabeled images per step (25 passes in 600 steps
+instead of 13) and weight 10: with Laine & Aila's 30 and 32 per step it scored 90.5 %,
+with 30 and 64 92.7 %, with 10 and 32 91.3 %.
+
+The report's accumulated Pseudo-Label is not asserted: it stays below or level with
+supervised at this scale (85.5 % after 1 warm-up epoch, 87.3 % after 4 or 6, 91.2 %
+after 6 with threshold 0.99). Its log shows why, the confirmation bias the report
+describes: the first admission (step 282, 6 warm-up epochs) takes 568 images whose
+labels are 99.6 % right, but after one epoch of training on them the model is confident
+on wrong classes and the next 175 admitted are 42 % right; the set ends 84 % right,
+and members never leave.
 """
 
 import pytest
 
 from sslj.train.loop import train_and_evaluate
-from tests.conftest import short_run_config
+from tests.conftest import set_fields, short_run_config
 
-STEPS = 300
-MARGIN = 0.05  # required lead over supervised (measured: 0.08 to 0.22)
+STEPS = 600
+MARGIN = 0.015  # required lead over supervised (measured leads: 0.029 to 0.067)
+
+# per-method settings on top of the shared small run (see the module docstring)
+METHODS = {
+    "vat": {},
+    "pi_model": {},
+    "mean_teacher": {},
+    "pseudo_label": {},
+    "temporal_ensembling": {"temporal_ensembling.weight": 10.0, "unlabeled_batch_size": 64},
+}
 
 
-def _small(method):
+def _small(method, overrides=()):
     c = short_run_config(method, STEPS)  # one learning rate for all: the comparison is the method
     c.split.mismatch_ratio = 0.0
-    c.pseudo_label_accumulated.warmup_epochs = 1
-    return c
+    c.model_kwargs.bn_momentum = 0.9
+    return set_fields(c, overrides)
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +66,8 @@ def supervised_accuracy(tmp_path_factory):
     return train_and_evaluate(_small("supervised"), str(out))["test_accuracy_at_best_val"]
 
 
-@pytest.mark.parametrize("method", ["vat"])
+@pytest.mark.parametrize("method", sorted(METHODS))
 def test_method_beats_supervised_without_mismatch(method, supervised_accuracy, tmp_path):
-    result = train_and_evaluate(_small(method), str(tmp_path))
+    result = train_and_evaluate(_small(method, METHODS[method]), str(tmp_path))
     acc = result["test_accuracy_at_best_val"]
     assert acc > supervised_accuracy + MARGIN, (method, acc, supervised_accuracy)
