@@ -43,6 +43,17 @@ def _get(config: ml_collections.ConfigDict, field: str) -> Any:
     return node
 
 
+def set_fields(config: ml_collections.ConfigDict, fields) -> ml_collections.ConfigDict:
+    """Sets dotted fields ({"optimizer.lr": 1e-3, ...}) in place; returns the config."""
+    for field, value in dict(fields).items():
+        *parents, leaf = field.split(".")
+        node = config
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return config
+
+
 def _choice(config, field: str, allowed: Sequence[str]) -> None:
     value = _get(config, field)
     if value not in allowed:

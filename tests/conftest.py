@@ -25,6 +25,7 @@ def devices():
 def tiny_config(**overrides):
     """The embedded default shrunk to a few fast steps (cnn_tiny, tiny eval)."""
     from experiments.configs.default import get_config
+    from sslj.config import set_fields
 
     c = get_config()
     c.model = "cnn_tiny"
@@ -40,17 +41,6 @@ def tiny_config(**overrides):
     c.progress_bar = False
     c.compare = ""
     return set_fields(c, overrides)
-
-
-def set_fields(c, fields):
-    """Sets dotted config fields ({"optimizer.lr": 1e-3, ...}) in place; returns c."""
-    for key, value in dict(fields).items():
-        node = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return c
 
 
 def short_run_config(run: str, steps: int = 300):

@@ -37,8 +37,9 @@ and members never leave.
 
 import pytest
 
+from sslj.config import set_fields
 from sslj.train.loop import train_and_evaluate
-from tests.conftest import set_fields, short_run_config
+from tests.conftest import short_run_config
 
 STEPS = 600
 MARGIN = 0.015  # required lead over supervised (measured leads: 0.029 to 0.067)

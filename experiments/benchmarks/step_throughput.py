@@ -47,13 +47,7 @@ def build_step(model_name, method_name, batch):
     from sslj.train.step import make_train_step
 
     base_method, fields = VARIANTS.get(method_name, (method_name, {}))
-    cfg = config_lib.for_method(get_config(), base_method)
-    for field, value in fields.items():
-        *parents, leaf = field.split(".")
-        node = cfg
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+    cfg = config_lib.set_fields(config_lib.for_method(get_config(), base_method), fields)
     cfg.model, cfg.batch_size, cfg.unlabeled_batch_size = model_name, batch, batch
     cfg.split.seen_classes = tuple(range(10))  # a 10-class head
     cfg.data.flip = SHAPES[model_name][-1] == 3
@@ -123,12 +117,16 @@ def main(argv=None):
     for r in rows:
         lines.append(f"| {r['model']} | {r['method']} | {1000 * r['s_per_step']:.1f} | "
                      f"{r['images_per_s']:.0f} | {r['ratio_to_supervised']:.2f} |")
-    text = "\n".join(lines)
+    write_report(args.out, "step_throughput", rows, "\n".join(lines))
+
+
+def write_report(out: str, name: str, rows: list[dict], text: str) -> None:
+    """Prints `text` and writes <out>/<name>.md and the rows as <out>/<name>.json."""
     print(text)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "step_throughput.json"), "w") as f:
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, f"{name}.json"), "w") as f:
         json.dump(rows, f, indent=2)
-    with open(os.path.join(args.out, "step_throughput.md"), "w") as f:
+    with open(os.path.join(out, f"{name}.md"), "w") as f:
         f.write(text + "\n")
 
 

@@ -26,14 +26,13 @@ vat_fd_k0 set against grad_params_2B + grad_params says the same of the rest of 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from experiments.benchmarks.step_throughput import SHAPES, build_step  # noqa: E402
+from experiments.benchmarks.step_throughput import SHAPES, build_step, write_report  # noqa: E402,E501
 
 STEPS = ("supervised", "vat_fd", "vat_fd_fori", "vat_fd_k0", "vat")
 PASSES = ("fwd", "fwd_2B", "grad_params", "grad_params_2B", "grad_input")
@@ -141,13 +140,7 @@ def main(argv=None):
             f"{g('grad_params'):.2f}; vat_fd / supervised = "
             f"{g('vat_fd') / g('supervised'):.2f}, vat / supervised = "
             f"{g('vat') / g('supervised'):.2f}."]
-    text = "\n".join(lines)
-    print(text)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "vat_cost.json"), "w") as f:
-        json.dump(rows, f, indent=2)
-    with open(os.path.join(args.out, "vat_cost.md"), "w") as f:
-        f.write(text + "\n")
+    write_report(args.out, "vat_cost", rows, "\n".join(lines))
 
 
 if __name__ == "__main__":
