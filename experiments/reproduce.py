@@ -26,12 +26,24 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import common  # noqa: E402  (XLA flags before JAX starts)
 from experiments.tables import TABLES  # noqa: E402
 
+# blocks whose keys are free-form (passed through as keyword arguments)
+_OPEN_BLOCKS = ("model_kwargs",)
+
 
 def _set(config, field, value):
     *parents, leaf = field.split(".")
     node = config
-    for p in parents:
+    for depth, p in enumerate(parents):
+        if p not in node:
+            raise SystemExit(f"error: unknown config field {'.'.join(parents[:depth + 1])!r} "
+                             f"(in --set {field}); allowed: {sorted(node.keys())}")
         node = node[p]
+    if leaf not in node:
+        if ".".join(parents) in _OPEN_BLOCKS:
+            node[leaf] = value
+            return
+        raise SystemExit(f"error: unknown config field {field!r}; allowed under "
+                         f"{'.'.join(parents) or 'the top level'}: {sorted(node.keys())}")
     node[leaf] = type(node[leaf])(value) if not isinstance(node[leaf], tuple) else value
 
 

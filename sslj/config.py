@@ -60,6 +60,12 @@ def _choice(config, field: str, allowed: Sequence[str]) -> None:
         raise ConfigError(field, f"unknown value {value!r}", list(allowed))
 
 
+def _bool(config, field: str) -> None:
+    value = _get(config, field)
+    if not isinstance(value, bool):
+        raise ConfigError(field, f"expected a bool, got {value!r}", [True, False])
+
+
 def _number(config, field, *, low=None, high=None, integer=False, low_open=False) -> None:
     value = _get(config, field)
     kind = numbers.Integral if integer else numbers.Real
@@ -85,10 +91,14 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int | None = No
     """Raises ConfigError for the first invalid field. Touches no data and no device."""
     from sslj.data import sources
     from sslj.methods import METHODS
-    from sslj.models import MODELS
+    from sslj.models import MODELS, model_arguments
 
     _choice(config, "data.source", sources.SOURCE_NAMES)
     _choice(config, "model", sorted(MODELS))
+    for key in config.get("model_kwargs", {}):
+        if key not in model_arguments(config.model):
+            raise ConfigError(f"model_kwargs.{key}", f"not an argument of {config.model}",
+                              model_arguments(config.model))
     _choice(config, "method", sorted(METHODS))
     for m in parse_methods(config.get("compare", "")):
         _validate_run_name(m)
@@ -170,9 +180,7 @@ def _validate_target(config) -> None:
     _number(config, "target.exp_base", low=0.0, low_open=True)
     _number(config, "target.eta", low=0.0, high=1.0)
     _number(config, "target.total_steps", low=0, integer=True)
-    if not isinstance(_get(config, "target.detach"), bool):
-        raise ConfigError("target.detach", f"expected a bool, got {config.target.detach!r}",
-                          [True, False])
+    _bool(config, "target.detach")
 
 
 def _validate_noise(config) -> None:
@@ -226,9 +234,7 @@ def _validate_spl(config, device_count) -> None:
     from sslj.spl.masks import IDENTIFY, MASK_KINDS
 
     for field in ("enabled", "mask_classifier", "pretrain", "inner_bn_update", "finetune_v1"):
-        if not isinstance(_get(config, f"spl.{field}"), bool):
-            raise ConfigError(f"spl.{field}", f"expected a bool, got "
-                              f"{_get(config, f'spl.{field}')!r}", [True, False])
+        _bool(config, f"spl.{field}")
     _choice(config, "spl.mask", MASK_KINDS)
     _choice(config, "spl.identify", IDENTIFY)
     _choice(config, "spl.delta_source", ("split", "given", "estimate"))

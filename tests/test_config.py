@@ -75,3 +75,26 @@ def test_for_method_merges_overrides():
 
 def test_default_config_is_valid():
     validate(tiny_config(), device_count=8)
+
+
+def test_unknown_model_argument_names_the_field_and_the_allowed_ones():
+    c = tiny_config()
+    c.model_kwargs.bn_momentum = 0.9  # an argument of cnn_tiny: accepted
+    validate(c, device_count=1)
+    c.model_kwargs.bn_mom = 0.9
+    with pytest.raises(ConfigError) as e:
+        validate(c, device_count=1)
+    assert e.value.field == "model_kwargs.bn_mom" and "bn_momentum" in str(e.value)
+
+
+def test_reproduce_set_rejects_unknown_fields_and_opens_model_kwargs():
+    from experiments.reproduce import _set
+
+    c = tiny_config()
+    _set(c, "model_kwargs.bn_momentum", 0.9)
+    _set(c, "optimizer.lr", 1)
+    assert c.model_kwargs.bn_momentum == 0.9 and c.optimizer.lr == 1.0
+    with pytest.raises(SystemExit, match="optimizer.lrr.*allowed under optimizer"):
+        _set(c, "optimizer.lrr", 1.0)
+    with pytest.raises(SystemExit, match="'foo'"):
+        _set(c, "foo.bar", 1.0)

@@ -12,7 +12,7 @@ from sslj.losses import entropy, kl_divergence
 from sslj.methods import get_method
 from sslj.methods.base import StepContext, entmin
 from sslj.methods.mean_teacher import ema_update
-from sslj.methods.pseudo_label import admit
+from sslj.methods.pseudo_label import admit, align_distribution
 from sslj.methods.temporal_ensembling import accumulate, bias_corrected_target
 from sslj.methods.vat import adversarial_perturbation, divergence_fn, normalize
 from sslj.train import loop
@@ -331,6 +331,57 @@ def test_accumulated_set_grows_only_with_examples_above_threshold():
         np.testing.assert_array_equal(new, confident_outsiders)  # ... and all of them join
         history.append(member.sum())
     assert history == sorted(history) and history[-1] > history[0]
+
+
+def test_distribution_alignment_matches_a_hand_computation():
+    # mean over the two rows = (0.7, 0.3); q_i is proportional to p_i / (0.7, 0.3)
+    q = align_distribution(np.array([[0.9, 0.1], [0.5, 0.5]]))
+    a, b = 0.9 / 0.7, 0.1 / 0.3
+    c, d = 0.5 / 0.7, 0.5 / 0.3
+    np.testing.assert_allclose(q, [[a / (a + b), b / (a + b)], [c / (c + d), d / (c + d)]],
+                               rtol=1e-12)
+    np.testing.assert_allclose(q[1], [0.3, 0.7], rtol=1e-12)
+    # predictions whose mean already is the prior are left alone; identical rows become
+    # the prior; a given prior is honoured
+    rng = np.random.default_rng(3)
+    p = np_softmax(rng.normal(size=(5, 3)))
+    balanced = np.concatenate([p, np.roll(p, 1, axis=1), np.roll(p, 2, axis=1)])
+    np.testing.assert_allclose(align_distribution(balanced), balanced, rtol=1e-12)
+    np.testing.assert_allclose(align_distribution(np.tile(p[:1], (4, 1))), np.full((4, 3), 1 / 3))
+    prior = np.array([0.5, 0.3, 0.2])
+    np.testing.assert_allclose(align_distribution(np.tile(p[:1], (4, 1)), prior),
+                               np.tile(prior, (4, 1)))
+
+
+def _refresh(align, logits):
+    method = get_method(for_method(tiny_config(**{"pseudo_label_accumulated.align": align}),
+                                   "pseudo_label_accumulated"))
+    extra = {"pl_member": np.zeros(len(logits), bool), "pl_label": np.zeros(len(logits), np.int32)}
+    return method.refresh(extra, logits, step=0)
+
+
+def test_alignment_stops_the_over_predicted_class_taking_the_set():
+    # a model that over-predicts class 0: most rows lean to 0; one row is 0 at p = 0.96
+    logits = np.log(np.array([[0.96, 0.02, 0.02]] + [[0.7, 0.2, 0.1]] * 6 + [[0.01, 0.98, 0.01]]))
+    literal, _ = _refresh(False, logits)
+    np.testing.assert_array_equal(literal["pl_member"], [1, 0, 0, 0, 0, 0, 0, 1])
+    aligned, stats = _refresh(True, logits)
+    # mean p = (0.646, 0.275, 0.079): aligned and normalised, row 0 is
+    # (0.82, 0.04, 0.14), below 0.95; row 7 stays confident in class 1 (0.96)
+    np.testing.assert_array_equal(aligned["pl_member"], [0, 0, 0, 0, 0, 0, 0, 1])
+    assert aligned["pl_label"][7] == 1 and stats == {"members": 1, "admitted": 1}
+
+
+def test_alignment_flag_must_be_a_bool():
+    import ml_collections
+
+    c = for_method(tiny_config(), "pseudo_label_accumulated")
+    # a new block, so that a value of another type gets in (as from a JSON config)
+    c.pseudo_label_accumulated = ml_collections.ConfigDict(
+        {**c.pseudo_label_accumulated.to_dict(), "align": "yes"})
+    with pytest.raises(ConfigError) as e:
+        validate(c)
+    assert e.value.field == "pseudo_label_accumulated.align" and "True" in str(e.value)
 
 
 def test_accumulated_pseudo_labels_through_the_loop(tmp_path):

@@ -137,6 +137,9 @@ def get_config():
     c.pseudo_label_accumulated.threshold = 0.95
     c.pseudo_label_accumulated.warmup_epochs = 10  # the report: 10 of 300 epochs
     c.pseudo_label_accumulated.epoch_steps = 0  # 0: one pass over the unlabeled set
+    # distribution alignment before thresholding (sslj/methods/pseudo_label.py says why);
+    # False is the report exactly
+    c.pseudo_label_accumulated.align = True
 
     # Safe parameter learning (He et al. 2022; sslj/spl). A run name "<method>+spl" (hard
     # mask), "+spl_soft" or "+finetune" (the fine-tune-on-V1 baseline) turns it on: the

@@ -16,6 +16,20 @@ The set only grows: a member keeps the label it was admitted with (the report
 w * mean xe(logits, stored label); non-members add nothing. An epoch is
 `epoch_steps` steps (0: one pass over the unlabeled set, ceil(U / unlabeled batch)).
 The report's settings: threshold 0.95 / 0.75 / 0.6, 10 warm-up epochs of 300.
+
+One addition to the report, on by default (`align`, off gives the report exactly):
+before thresholding, the predictions are distribution-aligned (Berthelot et al. 2020,
+ReMixMatch): q_i = normalise(p_i * pi / mean_U p), with pi the class prior (uniform:
+every labeled split here is class-balanced) and mean_U p the mean prediction over the
+whole unlabeled set, computed exactly since the refresh predicts all of it. Why: the
+report's own failure mode ("the model starts to accumulate pseudo examples from only
+that class which is the easiest class for it to predict"), which we reproduce. Embedded
+MNIST-5k, no mismatch, 600 steps, 6 warm-up epochs, seed 0: without alignment the first
+admission is 568 images, 219 of them labeled 0 (the set is skewed to the easiest digit;
+a balanced set would have ~95); one epoch on it and the model calls 54 twos and 28 fours
+"0" with p > 0.95; the set ends 84 % right and test accuracy 87.3 % against
+supervised's 90.8 %. With alignment: 639 first admitted, 205 of them 0; the set ends
+97.9 % right and test accuracy is 95.2 %.
 """
 
 from __future__ import annotations
@@ -43,6 +57,17 @@ def admit(member: np.ndarray, label: np.ndarray, probs: np.ndarray, threshold: f
     new = confident & ~member
     label = np.where(new, probs.argmax(axis=-1), label).astype(label.dtype)
     return member | new, label, new
+
+
+def align_distribution(probs: np.ndarray, prior: np.ndarray | None = None) -> np.ndarray:
+    """q_i = normalise(p_i * prior / mean_i p_i) over an (N, C) array of predictions:
+    distribution alignment (Berthelot et al. 2020) with the exact mean over the N rows.
+    `prior` defaults to uniform. The mean of the aligned rows is not exactly the prior
+    (the renormalisation moves it), but a class the model over-predicts is scaled down."""
+    probs = np.asarray(probs, np.float64)
+    prior = np.full(probs.shape[-1], 1.0 / probs.shape[-1]) if prior is None else prior
+    q = probs * (prior / np.maximum(probs.mean(axis=0), 1e-12))
+    return q / q.sum(axis=-1, keepdims=True)
 
 
 def _one_clean_pass(ctx, batch, rng):
@@ -87,7 +112,7 @@ class PseudoLabelAccumulated(Method):
 
     @classmethod
     def validate(cls, config):
-        from sslj.config import _number
+        from sslj.config import _bool, _number
 
         super().validate(config)
         cfg = "pseudo_label_accumulated"
@@ -95,6 +120,7 @@ class PseudoLabelAccumulated(Method):
         _number(config, f"{cfg}.threshold", low=0.0, high=1.0)
         _number(config, f"{cfg}.warmup_epochs", low=0, integer=True)
         _number(config, f"{cfg}.epoch_steps", low=0, integer=True)
+        _bool(config, f"{cfg}.align")
 
     @property
     def epoch_steps(self) -> int:
@@ -135,6 +161,8 @@ class PseudoLabelAccumulated(Method):
         logits = np.asarray(logits_unlabeled, np.float64)
         probs = np.exp(logits - logits.max(-1, keepdims=True))
         probs /= probs.sum(-1, keepdims=True)
+        if bool(self.config.pseudo_label_accumulated.align):
+            probs = align_distribution(probs)
         member, label, new = admit(np.asarray(extra["pl_member"]), np.asarray(extra["pl_label"]),
                                    probs, float(self.config.pseudo_label_accumulated.threshold))
         stats = {"members": int(member.sum()), "admitted": int(new.sum())}

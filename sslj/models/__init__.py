@@ -6,6 +6,7 @@ images and returns logits; models with BatchNorm keep a `batch_stats` collection
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 
@@ -23,6 +24,15 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "cnn_tiny": functools.partial(SmallCNN, widths=(16, 32)),
     "icn_mnist": ICNMnistNet,
 }
+
+
+def model_arguments(name: str) -> list[str]:
+    """The keyword arguments `model_kwargs` may set for model `name` (its dataclass
+    fields, less those the library sets: num_classes, dtype, Flax's parent and name)."""
+    factory = MODELS[name]
+    cls = factory.func if isinstance(factory, functools.partial) else factory
+    fixed = {"parent", "name", "num_classes", "dtype"}
+    return sorted(f.name for f in dataclasses.fields(cls) if f.init and f.name not in fixed)
 
 
 def get_model(name: str, num_classes: int, **kwargs) -> nn.Module:
