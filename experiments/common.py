@@ -25,7 +25,7 @@ COLUMNS = [
 def run_config(config, workdir: str) -> list[dict]:
     """Trains `config` (each method of `config.compare`) and prints the results table."""
     from sslj.data.sources import DataNotPreparedError
-    from sslj.train.loop import run
+    from sslj.procedures import run
 
     methods = config_lib.parse_methods(config.get("compare", "")) or (config.method,)
     results = []

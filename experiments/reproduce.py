@@ -61,7 +61,7 @@ def run_table(name: str, scale: str, seeds: int, workdir: str, sets=(),
     import dataclasses
 
     from sslj import config as config_lib
-    from sslj.train.loop import run
+    from sslj.procedures import run
 
     table = TABLES[name]
     if columns:
@@ -125,7 +125,7 @@ def run_table(name: str, scale: str, seeds: int, workdir: str, sets=(),
         f.write(md)
     plot(table, results, os.path.join(workdir, f"{name}_{scale}.png"))
     if table.layer_ratios_at is not None:  # Fig. 4 from the first SPL row's run there
-        from sslj.spl.procedure import plot_layer_ratios
+        from sslj.spl.plots import plot_layer_ratios
 
         at = (table.layer_ratios_at if table.layer_ratios_at in table.sweep_values
               else table.sweep_values[0])

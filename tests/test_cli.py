@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from sslj.train.loop import train_and_evaluate
+from sslj.procedures import run as run_experiment
 from tests.conftest import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,6 +37,6 @@ def test_digits_source_end_to_end(tmp_path):
     c = tiny_config(**{"data.source": "digits", "data.crop_pad": 1, "split.labels_per_class": 5,
                        "split.unlabeled_size": 400, "split.num_validation": 100,
                        "method": "pi_model", "eval_batch_size": 96})
-    r = train_and_evaluate(c, str(tmp_path))
+    r = run_experiment(c, str(tmp_path))
     assert r["split"] == "digits.oliver.mm0.60@30.s0"
     assert 0.0 <= r["test_accuracy_at_best_val"] <= 1.0

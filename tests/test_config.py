@@ -2,6 +2,7 @@
 
 import pytest
 
+from sslj import procedures
 from sslj.config import ConfigError, for_method, validate
 from sslj.train import loop
 from tests.conftest import tiny_config
@@ -53,7 +54,7 @@ def test_more_labels_than_exist_fails_before_compute(tmp_path, monkeypatch):
     called = []
     monkeypatch.setattr(loop, "create_train_state", lambda *a, **k: called.append(1))
     with pytest.raises(ConfigError) as e:
-        loop.train_and_evaluate(c, str(tmp_path))
+        procedures.run(c, str(tmp_path))
     assert e.value.field == "split.labels_per_class" and "at most" in str(e.value)
     assert not called
 

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from sslj import procedures
 from sslj.config import ConfigError, for_method, validate
 from sslj.data.augment import to_float
 from sslj.losses import entropy, kl_divergence
@@ -15,6 +16,7 @@ from sslj.methods.mean_teacher import ema_update
 from sslj.methods.pseudo_label import admit, align_distribution
 from sslj.methods.temporal_ensembling import accumulate, bias_corrected_target
 from sslj.methods.vat import adversarial_perturbation, divergence_fn, normalize
+from sslj.procedures import standard
 from sslj.train import loop
 from sslj.train.metrics import read_jsonl
 from sslj.train.step import Forward, make_train_step
@@ -85,7 +87,7 @@ def test_one_power_iteration_is_the_normalised_hessian_vector_product(direction)
 
 def _vat_setup(method="vat", **overrides):
     c = for_method(tiny_config(method=method, **overrides), method)
-    exp = loop.build(c, devices=jax.devices()[:1])
+    exp = standard.prepare(c, devices=jax.devices()[:1])
     state = loop.init_state(exp, jax.random.PRNGKey(0))
     rng = np.random.default_rng(0)
     batch = {"image": rng.integers(0, 256, (4, 28, 28, 1), np.uint8),
@@ -390,7 +392,7 @@ def test_accumulated_pseudo_labels_through_the_loop(tmp_path):
                        "pseudo_label_accumulated.epoch_steps": 2,
                        "pseudo_label_accumulated.threshold": 0.2})
     c.tensorboard = False
-    loop.train_and_evaluate(c, str(tmp_path))
+    procedures.run(c, str(tmp_path))
     refreshes = [r for r in read_jsonl(str(tmp_path / "metrics.jsonl")) if "refresh/members" in r]
     assert [r["step"] for r in refreshes] == [2, 4, 6]  # from the end of the warm-up epoch
     members = [r["refresh/members"] for r in refreshes]

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from sslj.common import sharding
 from sslj.data import augment, pipeline
-from sslj.train import sharding
 from sslj.train.evaluate import auroc, seen_unseen_auroc
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from experiments.configs import label_noise
 from sslj.config import for_method
-from sslj.train.loop import train_and_evaluate
+from sslj.procedures import run as run_experiment
 from sslj.train.metrics import read_jsonl
 
 MARGIN = 0.05  # required lead of ProSelfLC (measured: 13.4 to 15.2 points)
@@ -43,7 +43,7 @@ def runs(tmp_path_factory):
     out = {}
     for run in ("supervised", "supervised+proselflc"):
         workdir = str(tmp_path_factory.mktemp(run.replace("+", "_")))
-        out[run] = (train_and_evaluate(_small(run), workdir), workdir)
+        out[run] = (run_experiment(_small(run), workdir), workdir)
     return out
 
 

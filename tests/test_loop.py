@@ -1,4 +1,5 @@
-"""train_and_evaluate end to end: outputs, exact resume, non-finite stop, safe checkpoints."""
+"""The standard procedure and the loop end to end: outputs, exact resume, non-finite
+stop, safe checkpoints."""
 
 import json
 import os
@@ -9,8 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from sslj import procedures
 from sslj.methods import METHODS, Term, register
 from sslj.methods.supervised import Supervised
+from sslj.procedures import standard
 from sslj.train import loop
 from sslj.train.checkpoint import Checkpointer
 from sslj.train.metrics import read_jsonl
@@ -19,7 +22,7 @@ from tests.conftest import tiny_config
 
 
 def final_state(config, workdir):
-    exp = loop.build(config)
+    exp = standard.prepare(config)
     like = create_train_state(exp.model, exp.optimizer, jax.random.PRNGKey(0), (28, 28, 1))
     like = jax.device_put(like, jax.sharding.NamedSharding(exp.mesh, jax.sharding.PartitionSpec()))
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
@@ -69,10 +72,10 @@ def test_embedded_default_writes_every_output(tmp_path):
 @pytest.mark.parametrize("method", ["pi_model"])
 def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, method):
     c = tiny_config(method=method, num_steps=6, checkpoint_every=3, eval_every=2, log_every=1)
-    full = loop.train_and_evaluate(c, str(tmp_path / "full"))
-    assert loop.train_and_evaluate(c, str(tmp_path / "cut"), stop_at=4) == {"stopped_at": 4}
+    full = procedures.run(c, str(tmp_path / "full"))
+    assert procedures.run(c, str(tmp_path / "cut"), stop_at=4) == {"stopped_at": 4}
     assert Checkpointer(str(tmp_path / "cut" / "checkpoints")).latest_step() == 4
-    resumed = loop.train_and_evaluate(c, str(tmp_path / "cut"))
+    resumed = procedures.run(c, str(tmp_path / "cut"))
     s_full, m_full = final_state(c, str(tmp_path / "full"))
     s_cut, m_cut = final_state(c, str(tmp_path / "cut"))
     assert int(s_full.step) == int(s_cut.step) == 6
@@ -110,7 +113,7 @@ def test_non_finite_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path
         c = tiny_config(method="test_nan_from_step3", num_steps=10, log_every=5,
                         checkpoint_every=2, eval_every=10)
         with pytest.raises(loop.NonFiniteLossError, match="at step 3") as e:
-            loop.train_and_evaluate(c, str(tmp_path))
+            procedures.run(c, str(tmp_path))
         assert e.value.step == 3
         ckpt = Checkpointer(str(tmp_path / "checkpoints"))
         assert ckpt.latest_step() == 2  # the save at step 4 never happened
@@ -122,11 +125,11 @@ def test_non_finite_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path
 
 def test_partial_checkpoint_write_does_not_break_resume(tmp_path):
     c = tiny_config(num_steps=6, checkpoint_every=3)
-    loop.train_and_evaluate(c, str(tmp_path), stop_at=3)
+    procedures.run(c, str(tmp_path), stop_at=3)
     # a crash in the middle of writing step 6 leaves orbax's temporary directory behind
     junk = tmp_path / "checkpoints" / "6.orbax-checkpoint-tmp-1234567"
     (junk / "state").mkdir(parents=True)
     (junk / "state" / "partial").write_text("truncated")
     assert Checkpointer(str(tmp_path / "checkpoints")).latest_step() == 3
-    results = loop.train_and_evaluate(c, str(tmp_path))
+    results = procedures.run(c, str(tmp_path))
     assert results["steps"] == 6

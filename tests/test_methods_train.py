@@ -38,7 +38,7 @@ after one epoch on it the model is confident on wrong classes; the set ends 84 %
 import pytest
 
 from sslj.config import set_fields
-from sslj.train.loop import train_and_evaluate
+from sslj.procedures import run as run_experiment
 from tests.conftest import short_run_config
 
 STEPS = 600
@@ -65,11 +65,11 @@ def _small(method, overrides=()):
 @pytest.fixture(scope="module")
 def supervised_accuracy(tmp_path_factory):
     out = tmp_path_factory.mktemp("supervised")
-    return train_and_evaluate(_small("supervised"), str(out))["test_accuracy_at_best_val"]
+    return run_experiment(_small("supervised"), str(out))["test_accuracy_at_best_val"]
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_method_beats_supervised_without_mismatch(method, supervised_accuracy, tmp_path):
-    result = train_and_evaluate(_small(method, METHODS[method]), str(tmp_path))
+    result = run_experiment(_small(method, METHODS[method]), str(tmp_path))
     acc = result["test_accuracy_at_best_val"]
     assert acc > supervised_accuracy + MARGIN, (method, acc, supervised_accuracy)

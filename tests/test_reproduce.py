@@ -9,14 +9,15 @@ from experiments.tables import TABLES
 def test_run_table_wires_rows_and_aggregates(tmp_path, monkeypatch):
     seen = []
 
-    def fake_train(cfg, workdir):  # accuracy depends on method, ratio and seed
+    def fake_train(cfg, workdir, pretrained_dir=None, stop_at=None, devices=None):
+        # accuracy depends on method, ratio and seed
         seen.append((cfg.method, cfg.split.mismatch_ratio, cfg.seed, cfg.optimizer.lr,
                      cfg.num_steps))
         acc = 0.9 - 0.1 * cfg.split.mismatch_ratio + 0.01 * cfg.seed
         acc += 0.02 * (cfg.method == "pi_model")
         return {"test_accuracy_at_best_val": acc}
 
-    monkeypatch.setattr("sslj.train.loop.train_and_evaluate", fake_train)
+    monkeypatch.setattr("sslj.procedures.standard.run", fake_train)
     md = reproduce.run_table("oliver_mismatch", "embedded", 2, str(tmp_path),
                              sets=["num_steps=7"])
     table = TABLES["oliver_mismatch"]
@@ -66,7 +67,7 @@ def test_oliver_table1_configs_validate_and_split_at_paper_sizes():
 def test_label_noise_tables_wire_targets_noise_and_dynamics(tmp_path, monkeypatch):
     seen = []
 
-    def fake_train(cfg, workdir):
+    def fake_train(cfg, workdir, pretrained_dir=None, stop_at=None, devices=None):
         seen.append((cfg.method, cfg.target.kind, cfg.target.eps, cfg.target.exp_base,
                      cfg.noise.kind, cfg.noise.rate))
         acc = 0.9 - 0.2 * cfg.noise.rate + 0.05 * (cfg.target.kind == "proselflc")
@@ -74,7 +75,7 @@ def test_label_noise_tables_wire_targets_noise_and_dynamics(tmp_path, monkeypatc
                    for s in (1, 2)]
         return {"final_test_accuracy": acc, "history": history}
 
-    monkeypatch.setattr("sslj.train.loop.train_and_evaluate", fake_train)
+    monkeypatch.setattr("sslj.procedures.standard.run", fake_train)
     md = reproduce.run_table("proselflc_table4", "embedded", 1, str(tmp_path))
     table = TABLES["proselflc_table4"]
     assert len(seen) == 6 * 6
@@ -129,7 +130,7 @@ def test_spl_tables_share_pretraining_and_wire_ablations(tmp_path, monkeypatch):
 
     base_runs, spl_runs = [], []
 
-    def fake_train(cfg, workdir):
+    def fake_train(cfg, workdir, pretrained_dir=None, stop_at=None, devices=None):
         base_runs.append((cfg.method, cfg.split.labels_per_class, workdir))
         os.makedirs(workdir, exist_ok=True)
         r = {"test_accuracy_at_best_val": 0.8, "method": cfg.method}
@@ -137,7 +138,7 @@ def test_spl_tables_share_pretraining_and_wire_ablations(tmp_path, monkeypatch):
             json.dump(r, f)
         return r
 
-    def fake_spl(cfg, workdir, pretrained_dir=None, devices=None):
+    def fake_spl(cfg, workdir, pretrained_dir=None, stop_at=None, devices=None):
         config_lib.validate(cfg)
         spl_runs.append((config_lib.run_name(cfg), dict(cfg.spl), pretrained_dir,
                          cfg.split.labels_per_class))
@@ -147,8 +148,8 @@ def test_spl_tables_share_pretraining_and_wire_ablations(tmp_path, monkeypatch):
                         "layer_ratios_identified": {"Conv_0/kernel": 0.5},
                         "layer_ratios_final": {"Conv_0/kernel": 0.5}}}
 
-    monkeypatch.setattr("sslj.train.loop.train_and_evaluate", fake_train)
-    monkeypatch.setattr("sslj.spl.procedure.train_spl", fake_spl)
+    monkeypatch.setattr("sslj.procedures.standard.run", fake_train)
+    monkeypatch.setattr("sslj.procedures.spl.run", fake_spl)
     md = reproduce.run_table("spl_table3", "embedded", 1, str(tmp_path))
     # one base (VAT) run per column; every SPL row but w/o pre-training reuses it
     assert sorted(b[1] for b in base_runs) == [5, 10, 20]

@@ -14,11 +14,11 @@ import optax
 import pytest
 
 from sslj import config as config_lib
+from sslj.common import sharding
 from sslj.config import ConfigError, for_method, validate
 from sslj.losses import softmax_squared_l2
 from sslj.spl import bilevel
 from sslj.spl import masks as M
-from sslj.train import sharding
 from sslj.train.state import TrainState
 from tests.conftest import tiny_config
 
@@ -180,9 +180,10 @@ def test_consistency_term_is_squared_l2_of_softmax():
 
 # ------------------------------------------------------------------ inner / outer steps
 def _state(c, mesh, mask_kind="hard", p=0.4):
+    from sslj.procedures import standard
     from sslj.train import loop
 
-    exp = loop.build(c, None, mesh.devices.ravel().tolist())
+    exp = standard.prepare(c, None, mesh.devices.ravel().tolist())
     state = loop.init_state(exp)
     spec = M.masked_leaves(state.params, M.rules_from_config(c.spl))
     ident = M.identify(state.params, spec, p)
@@ -329,7 +330,7 @@ def test_spl_config_errors_name_the_field():
     ft = for_method(tiny_config(), "vat+finetune")
     assert ft.spl.finetune_v1 and config_lib.run_name(ft) == "vat+finetune"
     with pytest.raises(ConfigError):
-        config_lib._validate_run_name("vat+spl+spl_soft")
+        config_lib.validate_run_name("vat+spl+spl_soft")
 
 
 # ------------------------------------------------------------------ the procedure
@@ -346,15 +347,15 @@ def _procedure_config(run="pi_model+spl"):
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
-    from sslj.train.loop import train_and_evaluate
+    from sslj.procedures import standard
 
     out = str(tmp_path_factory.mktemp("pretrain"))
-    train_and_evaluate(config_lib.without_spl(_procedure_config()), out)
+    standard.run(config_lib.without_spl(_procedure_config()), out)
     return out
 
 
 def test_procedure_compiles_each_step_once_reports_and_resumes(pretrained, tmp_path):
-    from sslj.spl.procedure import run_spl
+    from sslj.procedures.spl import run_with_parts as run_spl
 
     c = _procedure_config()
     res, parts = run_spl(c, str(tmp_path), pretrained_dir=pretrained)
@@ -385,7 +386,7 @@ def test_procedure_compiles_each_step_once_reports_and_resumes(pretrained, tmp_p
 
 
 def test_finetune_baseline_and_ablations_run(pretrained, tmp_path):
-    from sslj.spl.procedure import run_spl
+    from sslj.procedures.spl import run_with_parts as run_spl
 
     ft, _ = run_spl(_procedure_config("pi_model+finetune"), str(tmp_path / "ft"),
                     pretrained_dir=pretrained)

@@ -7,8 +7,7 @@ p = 1 - 0.6 (1 - 60/1500) = 0.424) over 3 rounds of 20 inner + 20 outer steps. T
 run selects its test accuracy on the whole validation set, SPL on V2 only.
 """
 
-from sslj.spl.procedure import train_spl
-from sslj.train.loop import train_and_evaluate
+from sslj import procedures
 from tests.conftest import short_run_config
 
 STEPS = 300
@@ -22,8 +21,8 @@ def _config(run):
 
 
 def test_pi_model_plus_spl_at_least_as_accurate_as_pi_model(tmp_path):
-    base = train_and_evaluate(_config("pi_model"), str(tmp_path / "pi_model"))
-    spl = train_spl(_config("pi_model+spl"), str(tmp_path / "spl"),
+    base = procedures.run(_config("pi_model"), str(tmp_path / "pi_model"))
+    spl = procedures.run(_config("pi_model+spl"), str(tmp_path / "spl"),
                     pretrained_dir=str(tmp_path / "pi_model"))
     assert spl["spl"]["pretrain"]["test_accuracy_at_best_val"] == base[
         "test_accuracy_at_best_val"]

@@ -15,7 +15,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from sslj.data import sources
-from sslj.train.loop import train_and_evaluate
+from sslj.procedures import run as run_experiment
 from tests.conftest import tiny_config
 
 
@@ -78,7 +78,7 @@ def test_train_and_evaluate_on_mock_cifar10(tmp_path):
                        "split.mismatch_ratio": 0.25, "method": "pi_model",
                        "eval_batch_size": 40})
     with mock_tfds(600):
-        results = train_and_evaluate(c, str(tmp_path / "run"))
+        results = run_experiment(c, str(tmp_path / "run"))
     assert results["split"] == "cifar10.oliver.mm0.25@30.s0"
     assert 0.0 <= results["test_accuracy_at_best_val"] <= 1.0
     assert 0.0 <= results["unseen_auroc_at_best_val"] <= 1.0

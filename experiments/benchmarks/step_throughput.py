@@ -39,9 +39,9 @@ def build_step(model_name, method_name, batch):
 
     from experiments.configs.default import get_config
     from sslj import config as config_lib
+    from sslj.common import sharding
     from sslj.methods import get_method
     from sslj.models import get_model
-    from sslj.train import sharding
     from sslj.train.optim import make_optimizer
     from sslj.train.state import create_train_state
     from sslj.train.step import make_train_step

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from sslj.common.checks import ConfigError, check_choice, check_number
+
 NOISE_KINDS = ("none", "symmetric", "asymmetric")
 DIGIT_PAIRS = ((2, 7), (3, 8), (5, 6), (4, 9))
 DIGIT_SOURCES = ("mnist5k", "digits", "tfds:mnist")  # grouped by DIGIT_PAIRS
@@ -116,3 +118,17 @@ def apply(labels: np.ndarray, noise_config, seen_classes: Sequence[int], dataset
         seen = set(int(c) for c in seen_classes)
         return asymmetric(labels, rate, [[c for c in g if c in seen] for g in groups], seed)
     raise ValueError(f"unknown noise kind {kind!r}; allowed: {NOISE_KINDS}")
+
+
+def validate_config(config) -> None:
+    """Checks the `noise` section (and that the data set allows the noise kind)."""
+    check_choice(config, "noise.kind", NOISE_KINDS)
+    check_number(config, "noise.rate", low=0.0, high=1.0)
+    kind = config.noise.kind
+    if kind == "asymmetric" and config.data.source not in ASYMMETRIC_SOURCES:
+        raise ConfigError("noise.kind", f"asymmetric noise needs coarse classes or a class "
+                          f"pairing, which {config.data.source} lacks",
+                          f"'symmetric' or 'none' (asymmetric: {list(ASYMMETRIC_SOURCES)})")
+    if kind == "symmetric" and len(tuple(config.split.seen_classes)) < 2:
+        raise ConfigError("noise.kind", "symmetric noise needs at least two seen classes",
+                          "'none'")

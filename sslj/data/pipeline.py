@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from sslj.train import sharding
+from sslj.common import sharding
 
 
 def _tf():

@@ -24,7 +24,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sslj.config import ConfigError
+from sslj.common.checks import ConfigError
+
+SPLIT_PROTOCOLS = ("oliver", "ds3l")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +135,7 @@ def class_mismatch(
             parts.append(chosen)
         unlabeled = np.sort(np.concatenate(parts))
     else:
-        raise ConfigError("split.protocol", f"unknown value {protocol!r}", ["oliver", "ds3l"])
+        raise ConfigError("split.protocol", f"unknown value {protocol!r}", list(SPLIT_PROTOCOLS))
 
     name = split_name(dataset, protocol, mismatch_ratio, len(labeled), seed)
     return Splits(name, seen, labeled, unlabeled, val_v1, val_v2,

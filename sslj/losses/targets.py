@@ -32,6 +32,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from sslj.common.checks import ConfigError, check_bool, check_choice, check_number
+
 TARGETS = ("cce", "ls", "cp", "boot_soft", "boot_hard", "proselflc")
 NEEDS_EPS = ("ls", "cp", "boot_soft", "boot_hard")
 # the paper's best fixed eps for LS, CP and Boot-soft (Table 5: 0.5 of 0.125 / 0.25 / 0.5);
@@ -120,3 +122,19 @@ class TargetModifier:
         """Mean over the batch of H(q~, p) for int labels."""
         q = jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
         return jnp.mean(soft_cross_entropy(logits, self(q, logits, step)))
+
+
+def validate_config(config) -> None:
+    """Checks the `target` section (the modifier of the supervised term)."""
+    check_choice(config, "target.kind", TARGETS)
+    kind = config.target.kind
+    check_number(config, "target.eps", low=0.0, high=1.0)
+    if kind in NEEDS_EPS and not config.target.eps > 0:
+        raise ConfigError("target.eps", f"is 0, which makes {kind} plain cross-entropy",
+                          "(0, 1]" if kind != "cp" else "(0, 1)")
+    if kind == "cp" and config.target.eps >= 1:
+        raise ConfigError("target.eps", "= 1 leaves CP with no label term", "(0, 1)")
+    check_number(config, "target.exp_base", low=0.0, low_open=True)
+    check_number(config, "target.eta", low=0.0, high=1.0)
+    check_number(config, "target.total_steps", low=0, integer=True)
+    check_bool(config, "target.detach")

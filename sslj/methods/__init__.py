@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sslj.common.checks import ConfigError, check_choice, check_number, get_field, leaf_fields
 from sslj.methods.base import Method, StepContext, Term
 from sslj.methods.mean_teacher import MeanTeacher
 from sslj.methods.pi_model import PiModel
@@ -27,4 +28,19 @@ def get_method(config) -> Method:
     return METHODS[config.method](config)
 
 
-__all__ = ["METHODS", "Method", "StepContext", "Term", "get_method", "register"]
+def validate_config(config) -> None:
+    """Checks `method`, the add-on terms (`entmin`), `method_overrides` (known methods,
+    existing fields) and the method's own section (`Method.validate`)."""
+    check_choice(config, "method", sorted(METHODS))
+    if "entmin" in config:
+        check_number(config, "entmin.weight", low=0.0)
+    for method, overrides in dict(config.get("method_overrides", {})).items():
+        if method not in METHODS:
+            raise ConfigError(f"method_overrides.{method}", "unknown method", sorted(METHODS))
+        for field in leaf_fields(overrides):
+            get_field(config, field)  # raises on an unknown field
+    METHODS[config.method].validate(config)
+
+
+__all__ = ["METHODS", "Method", "StepContext", "Term", "get_method", "register",
+           "validate_config"]

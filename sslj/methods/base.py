@@ -9,6 +9,8 @@ A method is a set of weighted loss terms over one shared forward pass:
 Add-on terms (EntMin, NS3L, ...) are `Term`s over the same outputs; target modifiers
 (LS, CP, Boot, ProSelfLC; `config.target`) replace the supervised term `xe` of any
 method by H(q~, p) with the modified target q~ (`sslj.losses.targets`).
+The train core calls a method only through the hooks of
+`sslj.train.interface.TrainMethod`, which `Method` implements.
 
 Optional hooks for stateful methods:
   * `init_extra(num_unlabeled, variables)` / `update_extra(state, new_state, outputs,
@@ -25,18 +27,17 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, NamedTuple
+from collections.abc import Callable
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 
+from sslj.common.checks import ConfigError
 from sslj.data.augment import to_float
 from sslj.losses import TargetModifier, cross_entropy, entropy
+from sslj.train.interface import Batch, Outputs, StepContext
 from sslj.train.schedules import ramp
-
-Outputs = Mapping[str, jax.Array]
-Batch = Mapping[str, jax.Array]
 
 
 def _one(step):
@@ -56,15 +57,6 @@ class Term:
 
     def value(self, outputs: Outputs, batch: Batch, step) -> jax.Array:
         return self.fn(outputs, batch, step) if self.uses_step else self.fn(outputs, batch)
-
-
-class StepContext(NamedTuple):
-    """What a method may use inside the step."""
-
-    forward: Callable[..., jax.Array]  # forward(images, *, rng, clean: bool) -> logits
-    augment: Callable[[jax.Array, jax.Array], jax.Array]  # (images, rng) -> images
-    step: jax.Array
-    state: Any  # the TrainState before this step (read only)
 
 
 def supervised_xe(outputs: Outputs, batch: Batch) -> jax.Array:
@@ -103,9 +95,7 @@ class Method(abc.ABC):
 
     @classmethod
     def validate(cls, config) -> None:
-        """Method-specific config checks (raise sslj.config.ConfigError)."""
-        from sslj.config import ConfigError
-
+        """Method-specific config checks (raise `sslj.common.checks.ConfigError`)."""
         if _entmin_weight(config) > 0 and not cls.uses_unlabeled:
             raise ConfigError("entmin.weight", f"> 0 but {cls.name} uses no unlabeled data",
                               "0.0 for this method")

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sslj.common.checks import check_number
 from sslj.data.augment import to_float
 from sslj.losses import softmax_mse
 from sslj.methods.base import Method, Term, clean_pass, supervised_xe
@@ -34,11 +35,9 @@ class MeanTeacher(Method):
 
     @classmethod
     def validate(cls, config):
-        from sslj.config import _number
-
         super().validate(config)
-        _number(config, "mean_teacher.weight", low=0.0)
-        _number(config, "mean_teacher.ema_decay", low=0.0, high=1.0)
+        check_number(config, "mean_teacher.weight", low=0.0)
+        check_number(config, "mean_teacher.ema_decay", low=0.0, high=1.0)
 
     def init_extra(self, num_unlabeled, variables):
         return {"teacher": jax.tree.map(jnp.copy, dict(variables))}

@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sslj.common.checks import check_bool, check_number
 from sslj.losses import cross_entropy
 from sslj.methods.base import Method, Term, clean_pass, supervised_xe
 
@@ -80,11 +81,9 @@ class PseudoLabel(Method):
 
     @classmethod
     def validate(cls, config):
-        from sslj.config import _number
-
         super().validate(config)
-        _number(config, "pseudo_label.weight", low=0.0)
-        _number(config, "pseudo_label.threshold", low=0.0, high=1.0)
+        check_number(config, "pseudo_label.weight", low=0.0)
+        check_number(config, "pseudo_label.threshold", low=0.0, high=1.0)
 
     def outputs(self, ctx, batch, rng):
         out = _one_clean_pass(ctx, batch, rng)
@@ -112,15 +111,13 @@ class PseudoLabelAccumulated(Method):
 
     @classmethod
     def validate(cls, config):
-        from sslj.config import _bool, _number
-
         super().validate(config)
         cfg = "pseudo_label_accumulated"
-        _number(config, f"{cfg}.weight", low=0.0)
-        _number(config, f"{cfg}.threshold", low=0.0, high=1.0)
-        _number(config, f"{cfg}.warmup_epochs", low=0, integer=True)
-        _number(config, f"{cfg}.epoch_steps", low=0, integer=True)
-        _bool(config, f"{cfg}.align")
+        check_number(config, f"{cfg}.weight", low=0.0)
+        check_number(config, f"{cfg}.threshold", low=0.0, high=1.0)
+        check_number(config, f"{cfg}.warmup_epochs", low=0, integer=True)
+        check_number(config, f"{cfg}.epoch_steps", low=0, integer=True)
+        check_bool(config, f"{cfg}.align")
 
     @property
     def epoch_steps(self) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from sslj.common.checks import ConfigError, check_number
 from sslj.methods.base import Method, Term, clean_pass, supervised_xe
 
 
@@ -42,11 +43,9 @@ class TemporalEnsembling(Method):
 
     @classmethod
     def validate(cls, config):
-        from sslj.config import ConfigError, _number
-
         super().validate(config)
-        _number(config, "temporal_ensembling.weight", low=0.0)
-        _number(config, "temporal_ensembling.alpha", low=0.0, high=1.0)
+        check_number(config, "temporal_ensembling.weight", low=0.0)
+        check_number(config, "temporal_ensembling.alpha", low=0.0, high=1.0)
         if float(config.temporal_ensembling.alpha) >= 1.0:
             raise ConfigError("temporal_ensembling.alpha", "1.0 never moves the ensemble",
                               "[0, 1)")

@@ -62,6 +62,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sslj.common.checks import ConfigError, check_choice, check_number
 from sslj.losses import kl_divergence
 from sslj.methods.base import Method, Term, clean_pass, entmin, supervised_xe
 
@@ -138,15 +139,13 @@ class VAT(Method):
 
     @classmethod
     def validate(cls, config):
-        from sslj.config import ConfigError, _choice, _number
-
         super().validate(config)
-        _number(config, "vat.weight", low=0.0)
-        _number(config, "vat.eps", low=0.0, low_open=True)
-        _number(config, "vat.xi", low=0.0, low_open=True)
-        _number(config, "vat.power_iterations", low=0, integer=True)
-        _choice(config, "vat.divergence", DIVERGENCES)
-        _choice(config, "vat.probe", PROBES)
+        check_number(config, "vat.weight", low=0.0)
+        check_number(config, "vat.eps", low=0.0, low_open=True)
+        check_number(config, "vat.xi", low=0.0, low_open=True)
+        check_number(config, "vat.power_iterations", low=0, integer=True)
+        check_choice(config, "vat.divergence", DIVERGENCES)
+        check_choice(config, "vat.probe", PROBES)
         xi = float(config.vat.xi)
         if np.float32(xi) == 0 or xi < MIN_XI:
             raise ConfigError("vat.xi", f"{xi!r} vanishes in float32 arithmetic on images "
@@ -196,10 +195,8 @@ class VATEntMin(VAT):
 
     @classmethod
     def validate(cls, config):
-        from sslj.config import ConfigError, _number
-
         super().validate(config)
-        _number(config, "vat.entmin_weight", low=0.0)
+        check_number(config, "vat.entmin_weight", low=0.0)
         if float(config.get("entmin", {}).get("weight", 0.0)) > 0:
             raise ConfigError("entmin.weight", "vat_entmin already adds EntMin with weight "
                               "vat.entmin_weight", "0.0 with vat_entmin")

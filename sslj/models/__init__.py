@@ -12,9 +12,12 @@ from collections.abc import Callable
 
 import flax.linen as nn
 
+from sslj.common.checks import ConfigError, check_choice
 from sslj.models.convnet import ICNMnistNet, SmallCNN
 from sslj.models.resnet import CifarResNet
 from sslj.models.wrn import WideResNet
+
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "wrn28_2": functools.partial(WideResNet, depth=28, widen_factor=2),
@@ -39,3 +42,14 @@ def get_model(name: str, num_classes: int, **kwargs) -> nn.Module:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; allowed: {sorted(MODELS)}")
     return MODELS[name](num_classes=num_classes, **kwargs)
+
+
+def validate_config(config) -> None:
+    """Checks `model`, `model_kwargs` (arguments of that model) and `compute_dtype`."""
+    check_choice(config, "model", sorted(MODELS))
+    for key in config.get("model_kwargs", {}):
+        if key not in model_arguments(config.model):
+            raise ConfigError(f"model_kwargs.{key}", f"not an argument of {config.model}",
+                              model_arguments(config.model))
+    if "compute_dtype" in config:
+        check_choice(config, "compute_dtype", COMPUTE_DTYPES)

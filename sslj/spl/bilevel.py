@@ -8,8 +8,8 @@ TrainState.
     (and, with `spl.inner_bn_update`, the BatchNorm running statistics, see below).
   * outer step (Eq. 6, 7, 11): the ordinary train step (`sslj.train.step`) of the outer
     method with the masks frozen in the state; the step keeps every weight whose mask
-    is zero bit for bit (`masks.gate_updates`), whatever the optimizer. The outer method
-    is `SPLConsistency` (supervised cross-entropy + `spl.consistency_weight` x
+    is zero bit for bit (`sslj.train.masking.gate_updates`), whatever the optimizer.
+    The outer method is `SPLConsistency` (supervised cross-entropy + `spl.consistency_weight` x
     ||h(perturb(x)) - h(x)||^2 on the unlabeled batch, Eq. 6-7) or, with
     `spl.outer_loss = "base"`, the base method's own loss.
 
@@ -26,12 +26,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sslj.common import sharding
 from sslj.data.augment import to_float
 from sslj.losses import cross_entropy, softmax_squared_l2
 from sslj.methods.base import Term, supervised_xe
 from sslj.methods.pi_model import PiModel
-from sslj.spl.masks import apply_masks, mask_stats, masks_from_scores
-from sslj.train import sharding
+from sslj.spl.masks import mask_stats, masks_from_scores
+from sslj.train.masking import apply_masks
 from sslj.train.step import Forward
 
 INNER_OPTIMIZERS = ("adam", "sgd")

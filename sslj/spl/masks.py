@@ -3,7 +3,8 @@
 Masks are data: a pytree with exactly the params' structure. A masked leaf holds a
 full-shaped float32 array (1 = safe, 0 = harmful; continuous under the soft mask); an
 unmasked leaf holds a scalar 1.0 (never None), so `apply_masks` is one multiply per leaf
-and every train step runs on `apply_masks(params, masks)` whether or not SPL is on. The
+and every train step runs on `apply_masks(params, masks)` whether or not SPL is on
+(`sslj.train.masking`, the part of masking the train core knows). The
 relaxed mask scores (`TrainState.mask_scores`) have the same structure.
 
   * which leaves are masked: an ordered rule list of (regex on the param path, masked),
@@ -34,15 +35,6 @@ IDENTIFY = ("magnitude", "random", "none")
 # The classifier's kernel: masked only when `spl.mask_classifier` is set.
 CLASSIFIER_RULE = r"(^|/)classifier/kernel$"
 DEFAULT_RULES = ((r"(^|/)kernel$", True),)  # every conv and dense kernel; biases, BN: no
-
-
-def ones_masks(params):
-    """All-ones masks: a scalar 1.0 per leaf."""
-    return jax.tree.map(lambda _: jnp.ones((), jnp.float32), params)
-
-
-def apply_masks(params, masks):
-    return jax.tree.map(lambda p, m: p * m.astype(p.dtype), params, masks)
 
 
 def path_name(path) -> str:
@@ -274,14 +266,3 @@ def mask_stats(new_masks, old_masks, counts) -> dict[str, jax.Array]:
     return {"density": jnp.asarray(safe, jnp.float32) / size,
             "swaps": jnp.asarray(swaps, jnp.int32)}
 
-
-def gate_updates(new_params, old_params, masks):
-    """`new_params` where the mask is non-zero, `old_params` (bit for bit) where it is
-    zero: harmful weights get exactly no update whatever the optimizer did (momentum,
-    Adam moments, weight decay). Unmasked (scalar) leaves pass through untouched."""
-    def one(new, old, m):
-        if m.ndim == 0:
-            return new
-        return jnp.where(m != 0, new, old)
-
-    return jax.tree.map(one, new_params, old_params, masks)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from sslj.common import sharding
 from sslj.data import pipeline
 from sslj.data.augment import to_float
-from sslj.spl.masks import apply_masks
-from sslj.train import sharding
+from sslj.train.masking import apply_masks
 
 
 def make_predict(model, mesh):

@@ -1,4 +1,13 @@
-"""`train_and_evaluate(config, workdir)`: the one training loop.
+"""`train_and_evaluate(exp, workdir)`: the one training loop, and its building blocks.
+
+    exp = build(config, method, workdir)   # data, splits, model, optimizer (no compute)
+    train_and_evaluate(exp, workdir, stop_at=None) -> results
+
+The loop trains whatever method object it is given (`sslj.train.interface.TrainMethod`)
+and knows no procedure: `sslj.procedures` validates the config, picks the method from
+the registry and composes these blocks (`build`, `init_state`, `train_streams`,
+`train_and_evaluate`, `check_finite`, `summarize`; evaluation and checkpoints in
+`sslj.train.evaluate` / `sslj.train.checkpoint`) into a way of running an experiment.
 
 Writes to the workdir: config.json, splits.npz / splits.json, metrics.jsonl,
 tensorboard/, checkpoints/ (orbax, resumed automatically with the data position and
@@ -20,16 +29,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sslj import config as config_lib
+from sslj.common import sharding
 from sslj.data import noise as noise_lib
 from sslj.data import pipeline, sources
 from sslj.data import splits as splits_lib
-from sslj.methods import get_method
 from sslj.models import get_model
-from sslj.train import sharding
 from sslj.train.checkpoint import Checkpointer
 from sslj.train.dynamics import learning_dynamics, plot_dynamics
 from sslj.train.evaluate import EvalSet, evaluate, make_predict
+from sslj.train.interface import TrainMethod
 from sslj.train.metrics import MetricWriter
 from sslj.train.optim import make_optimizer
 from sslj.train.state import create_train_state
@@ -54,8 +62,9 @@ class Experiment:
     splits: splits_lib.Splits
     mesh: object
     model: object
-    method: object
+    method: TrainMethod
     optimizer: object
+    name: str  # the run name results report (`sslj.config.run_name`)
     noise: noise_lib.NoisyLabels | None = None  # of the labeled set, original class ids
 
     def labeled_labels(self, clean: bool = False) -> np.ndarray:
@@ -67,10 +76,13 @@ class Experiment:
         return splits_lib.relabel(ids, self.splits.seen_classes)
 
 
-def build(config, workdir: str | None = None, devices=None) -> Experiment:
-    """Validates the config, loads data, computes (and saves) splits, builds the parts."""
+def build(config, method: TrainMethod, workdir: str | None = None, devices=None, *,
+          name: str | None = None) -> Experiment:
+    """Loads data, computes (and saves to `workdir`) splits and label noise, builds the
+    model and optimizer around `method`. The config must be valid already
+    (`sslj.config.validate`, which the procedures call first); `name` defaults to the
+    method's."""
     mesh = sharding.make_mesh(devices)
-    config_lib.validate(config, device_count=mesh.size)
     dataset = sources.load(config.data.source, config.data.get("data_dir") or None)
     splits = splits_lib.make_splits(dataset, config.split, int(config.seed))
     noise = noise_lib.apply(dataset.train_labels[splits.labeled], config.get("noise"),
@@ -89,8 +101,9 @@ def build(config, workdir: str | None = None, devices=None) -> Experiment:
     model = get_model(config.model, len(splits.seen_classes),
                       dtype=jnp.dtype(config.get("compute_dtype", "float32")),
                       **dict(config.get("model_kwargs", {})))
-    return Experiment(config, dataset, splits, mesh, model, get_method(config),
-                      make_optimizer(config.optimizer, int(config.num_steps)), noise)
+    return Experiment(config, dataset, splits, mesh, model, method,
+                      make_optimizer(config.optimizer, int(config.num_steps)),
+                      name or method.name, noise)
 
 
 def init_state(exp: Experiment, rng=None):
@@ -113,22 +126,22 @@ def train_streams(exp: Experiment) -> pipeline.TrainStreams:
                                  int(exp.config.unlabeled_batch_size), int(exp.config.seed))
 
 
-def _check_finite(history: list[tuple[int, dict]]) -> None:
+def check_finite(history: list[tuple[int, dict]]) -> None:
+    """Raises `NonFiniteLossError` at the first (step, metrics) with a NaN / inf."""
     for step, metrics in history:
         for name, value in metrics.items():
             if not math.isfinite(float(value)):
                 raise NonFiniteLossError(step, name, float(value))
 
 
-def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None,
-                       devices=None) -> dict:
-    """Trains `config.method`, evaluating every `eval_every` steps; returns the results.
+def train_and_evaluate(exp: Experiment, workdir: str, *, stop_at: int | None = None) -> dict:
+    """Trains `exp.method`, evaluating every `eval_every` steps; returns the results.
 
-    `stop_at` ends this invocation after that step with a checkpoint (a pre-emption,
-    e.g. for a time-limited job); calling again resumes and finishes the run.
+    Resumes from the newest checkpoint in `workdir`. `stop_at` ends this invocation
+    after that step with a checkpoint (a pre-emption, e.g. for a time-limited job);
+    calling again resumes and finishes the run.
     """
     t_start = time.time()
-    exp = build(config, workdir, devices)
     cfg, mesh, ds, sp = exp.config, exp.mesh, exp.dataset, exp.splits
     num_steps = int(cfg.num_steps)
     seen = sp.seen_classes
@@ -208,7 +221,7 @@ def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None,
             if step % log_every == 0 or is_eval or is_save:
                 host = jax.device_get(pending)
                 pending.clear()
-                _check_finite(host)  # before anything is saved
+                check_finite(host)  # before anything is saved
                 mean = {k: float(np.mean([m[k] for _, m in host])) for k in host[-1][1]}
                 writer.write(step, mean)
                 bar.set_postfix(loss=f"{mean['losses/total']:.3f}", refresh=False)
@@ -231,7 +244,7 @@ def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None,
 
     if end < num_steps:
         return {"stopped_at": end}
-    results = summarize(cfg, sp, meta, prior_time + time.time() - t_start)
+    results = summarize(exp, meta, prior_time + time.time() - t_start)
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
@@ -243,24 +256,14 @@ def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None,
     return results
 
 
-def run(config, workdir: str, *, pretrained_dir: str | None = None, devices=None) -> dict:
-    """Trains one run: the SPL procedure when `config.spl.enabled` (pretraining reused
-    from `pretrained_dir` if given), else `train_and_evaluate`."""
-    if config.get("spl", {}).get("enabled", False):
-        from sslj.spl.procedure import train_spl
-
-        return train_spl(config, workdir, pretrained_dir=pretrained_dir, devices=devices)
-    if devices is None:
-        return train_and_evaluate(config, workdir)
-    return train_and_evaluate(config, workdir, devices=devices)
-
-
-def summarize(cfg, sp, meta, wall_time_s: float) -> dict:
+def summarize(exp: Experiment, meta: dict, wall_time_s: float) -> dict:
+    """results.json's content from the evaluations in `meta` ({"evals", "best"})."""
+    cfg, sp = exp.config, exp.splits
     evals, best = meta["evals"], meta["best"]
     last_n = int(cfg.get("median_last_evals", 20))
     target = cfg.get("target", {}).get("kind", "cce")
     return {
-        "method": config_lib.run_name(cfg),
+        "method": exp.name,
         "target": target,
         "noise": (f"{cfg.noise.kind} {cfg.noise.rate}"
                   if cfg.get("noise", {}).get("kind", "none") != "none" else "none"),

@@ -7,6 +7,8 @@ import optax
 
 from sslj.train.schedules import learning_rate
 
+OPTIMIZERS = ("adam", "sgd", "nesterov")
+
 
 def kernel_mask(params):
     """True for conv / dense kernels (weight decay applies), False for biases and BN."""

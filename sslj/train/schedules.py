@@ -5,6 +5,9 @@ from __future__ import annotations
 import jax.numpy as jnp
 import optax
 
+RAMPS = ("constant", "oliver_exp", "linear", "warmup")
+LR_SCHEDULES = ("constant", "staircase", "fixmatch_cosine")
+
 
 def ramp(kind: str, steps: int):
     """Weight multiplier in [0, 1] as a function of the step.

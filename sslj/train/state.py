@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sslj.spl.masks import ones_masks
+from sslj.train.masking import ones_masks
 
 
 class TrainState(flax.struct.PyTreeNode):

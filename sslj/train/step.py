@@ -18,11 +18,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sslj.common import sharding
 from sslj.data import augment as augment_lib
-from sslj.methods.base import Method, StepContext
-from sslj.spl.masks import apply_masks, gate_updates
-from sslj.train import sharding
+from sslj.train.interface import StepContext, TrainMethod
+from sslj.train.masking import apply_masks, gate_updates
 from sslj.train.schedules import learning_rate
+
+BN_UPDATE_POLICIES = ("clean", "all", "labeled", "none")
 
 
 class Forward:
@@ -67,7 +69,7 @@ def _l2(tree) -> jax.Array:
                         for x in jax.tree.leaves(tree)))
 
 
-def make_step_fn(model, method: Method, optimizer: optax.GradientTransformation, config):
+def make_step_fn(model, method: TrainMethod, optimizer: optax.GradientTransformation, config):
     """The un-jitted step function (jit it with `make_train_step`)."""
     augment = augment_lib.from_config(config.data)
     terms = method.loss_terms()

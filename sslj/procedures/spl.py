@@ -1,10 +1,10 @@
 """The SPL procedure (Algorithm 1): pretrain -> identify -> rounds x (inner, outer) ->
 model selection on V2 -> test.
 
-    train_spl(config, workdir, pretrained_dir=None) -> results
+    run(config, workdir, pretrained_dir=None, stop_at=None) -> results
 
-1. Pretrain: the base method (`config.method`, SPL off) trained by
-   `sslj.train.loop.train_and_evaluate` into `<workdir>/pretrain`, or reused from
+1. Pretrain: the base method (`config.method`, SPL off) trained by the standard
+   procedure into `<workdir>/pretrain`, or reused from
    `pretrained_dir` (a finished run of the same base config: `run_config` and
    `reproduce.py` pass the base row's run, so "base" and "base+SPL" share one
    pretraining). `spl.pretrain = False` starts from the initialisation (ablation).
@@ -21,9 +21,11 @@ model selection on V2 -> test.
 
 Writes to the workdir: config.json, splits, metrics.jsonl (`spl/*` per round),
 checkpoints/ (one per round: an interrupted procedure resumes at the last finished
-round), results.json (the loop's keys plus an `spl` block: p, delta, tau, per-layer
-ratios at identification and at the end, density and swaps per round, the pretraining
-results), spl_layer_ratios.png (Fig. 4) and spl_rounds.png.
+round; `stop_at` pre-empts the pretraining at that step, or the rounds at the first
+round boundary at or past that train step), results.json (the loop's keys plus an
+`spl` block: p, delta, tau, per-layer ratios at identification and at the end, density
+and swaps per round, the pretraining results), spl_layer_ratios.png (Fig. 4) and
+spl_rounds.png.
 """
 
 from __future__ import annotations
@@ -39,22 +41,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from sslj import config as config_lib
+from sslj.common import sharding
 from sslj.data import pipeline
 from sslj.data import splits as splits_lib
 from sslj.methods.supervised import Supervised
+from sslj.procedures import standard
 from sslj.spl import bilevel
 from sslj.spl import masks as masks_lib
-from sslj.train import sharding
+from sslj.spl.plots import plot_layer_ratios, plot_rounds
 from sslj.train.checkpoint import Checkpointer
 from sslj.train.evaluate import EvalSet, evaluate, make_predict, softmax
-from sslj.train.loop import (
-    _check_finite,
-    build,
-    init_state,
-    summarize,
-    train_and_evaluate,
-    train_streams,
-)
+from sslj.train.loop import check_finite, init_state, summarize, train_streams
 from sslj.train.metrics import MetricWriter
 from sslj.train.step import make_train_step
 
@@ -95,14 +92,23 @@ def safe_ratio_for(config, splits, delta_estimate=None) -> tuple[float, float, f
     return p, delta, tau
 
 
-def train_spl(config, workdir: str, *, pretrained_dir: str | None = None,
-              devices=None) -> dict:
-    """Runs the whole procedure; returns the results (also written to results.json)."""
-    return run_spl(config, workdir, pretrained_dir=pretrained_dir, devices=devices)[0]
+def applies(config) -> bool:
+    """This procedure runs the config when SPL is on (`spl.enabled`, or a `+spl`,
+    `+spl_soft` or `+finetune` run name)."""
+    return bool(config.get("spl", {}).get("enabled", False))
 
 
-def run_spl(config, workdir: str, *, pretrained_dir: str | None = None, devices=None):
-    """`train_spl`, also returning the compiled `SPLParts` (tests count their traces)."""
+def run(config, workdir: str, *, pretrained_dir: str | None = None,
+        stop_at: int | None = None, devices=None) -> dict:
+    """Runs the whole procedure; returns the results (also written to results.json), or
+    `{"stopped_at": step}` when `stop_at` pre-empted it."""
+    return run_with_parts(config, workdir, pretrained_dir=pretrained_dir, stop_at=stop_at,
+                          devices=devices)[0]
+
+
+def run_with_parts(config, workdir: str, *, pretrained_dir: str | None = None,
+                   stop_at: int | None = None, devices=None):
+    """`run`, also returning the compiled `SPLParts` (tests count their traces)."""
     t_start = time.time()
     cfg = config
     spl = cfg.spl
@@ -116,8 +122,11 @@ def run_spl(config, workdir: str, *, pretrained_dir: str | None = None, devices=
             with open(path) as f:
                 pretrain_results = json.load(f)
         else:
-            pretrain_results = train_and_evaluate(base_cfg, pretrained_dir, devices=devices)
-    exp = build(cfg, workdir, devices)
+            pretrain_results = standard.run(base_cfg, pretrained_dir, stop_at=stop_at,
+                                            devices=devices)
+            if "stopped_at" in pretrain_results:
+                return pretrain_results, None
+    exp = standard.prepare(cfg, workdir, devices)
     mesh, ds, sp = exp.mesh, exp.dataset, exp.splits
     seen = sp.seen_classes
     train_labels = splits_lib.relabel(ds.train_labels, seen)
@@ -195,6 +204,7 @@ def run_spl(config, workdir: str, *, pretrained_dir: str | None = None, devices=
                                       if k != "step"})
         return record
 
+    stopped = None
     try:
         if done == 0:
             run_eval(0, {"density": _density(state.masks, ident.counts), "swaps": 0})
@@ -218,7 +228,7 @@ def run_spl(config, workdir: str, *, pretrained_dir: str | None = None, devices=
                     state, m = parts.inner_step(state, next(inner_batches), index)
                     history.append(((r - 1) * t_in + t, m))
                 host = jax.device_get(history)
-                _check_finite(host)
+                check_finite(host)
                 losses = [m["spl/inner_loss"] for _, m in host]
                 round_metrics.update(inner_loss_first=float(losses[0]),
                                      inner_loss_last=float(losses[-1]),
@@ -233,7 +243,7 @@ def run_spl(config, workdir: str, *, pretrained_dir: str | None = None, devices=
                     history.append((start + 1, m))
                     start += 1
                 host = jax.device_get(history)
-                _check_finite(host)
+                check_finite(host)
                 round_metrics.update(outer_loss_mean=float(np.mean(
                     [m["losses/total"] for _, m in host])))
             run_eval(r, {"density": _density(state.masks, ident.counts),
@@ -241,14 +251,19 @@ def run_spl(config, workdir: str, *, pretrained_dir: str | None = None, devices=
             snapshot = copy.deepcopy(meta)
             snapshot["train_time_s"] = prior_time + time.time() - t_start
             ckpt.save(r, state, snapshot)
+            if stop_at is not None and start >= stop_at and r < rounds:
+                stopped = start
+                break
     finally:
         ckpt.close()
         writer.close()
+    if stopped is not None:
+        return {"stopped_at": stopped}, parts
 
     evals = meta["evals"]
     best = max(evals, key=lambda e: (e["val_accuracy"], -e["round"]))
     spl_meta = {"best": best, "evals": evals}
-    results = summarize(cfg, sp, spl_meta, prior_time + time.time() - t_start)
+    results = summarize(exp, spl_meta, prior_time + time.time() - t_start)
     results["steps"] = int(cfg.num_steps) * bool(spl.pretrain) + rounds * t_out
     results["selection"] = "V2"
     results["spl"] = {
@@ -291,57 +306,3 @@ def _brief(results):
     keys = ("method", "test_accuracy_at_best_val", "best_val_accuracy", "final_test_accuracy",
             "ema_test_accuracy", "steps")
     return {k: results.get(k) for k in keys}
-
-
-def plot_layer_ratios(results: dict, path: str) -> None:
-    """Fig. 4: each masked layer's ratio of safe parameters, at identification and after
-    the last round, with the overall ratio p as a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    info = results["spl"]
-    names = list(info["layer_ratios_identified"])
-    x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * len(names) + 1.5), 3.2))
-    ax.bar(x - 0.2, [info["layer_ratios_identified"][n] for n in names], 0.4,
-           label="identified")
-    ax.bar(x + 0.2, [info["layer_ratios_final"][n] for n in names], 0.4,
-           label=f"after {info['rounds']} rounds")
-    ax.axhline(info["safe_ratio"], color="k", lw=0.8, ls="--",
-               label=f"p = {info['safe_ratio']:.3f}")
-    ax.set_xticks(x, [n.replace("/kernel", "") for n in names], rotation=60, ha="right",
-                  fontsize=7)
-    ax.set_ylabel("ratio of safe parameters")
-    ax.set_ylim(0, 1.05)
-    ax.set_title(f"{results['method']}: per-layer safe ratio (Fig. 4)", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_rounds(results: dict, path: str) -> None:
-    """Accuracy on V2 / test and the mask swaps per round."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    evals = results["history"]
-    r = [e["round"] for e in evals]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3))
-    a1.plot(r, [100 * e["val_accuracy"] for e in evals], "o-", label="V2 (selection)")
-    a1.plot(r, [100 * e["test_accuracy"] for e in evals], "s-", label="test")
-    a1.plot(r, [100 * e["v1_accuracy"] for e in evals], "^-", label="V1 (mask learning)")
-    a1.set_xlabel("round")
-    a1.set_ylabel("accuracy (%)")
-    a1.legend(fontsize=7)
-    a2.bar(r, [e.get("swaps", 0) for e in evals])
-    a2.set_xlabel("round")
-    a2.set_ylabel("mask swaps in the round")
-    fig.suptitle(results["method"], fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

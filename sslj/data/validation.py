@@ -1,0 +1,40 @@
+"""Checks of the data sections of a config: `data`, `split` and `noise`."""
+
+from __future__ import annotations
+
+import numbers
+
+from sslj.common.checks import ConfigError, check_choice, check_number
+from sslj.data import noise, sources
+from sslj.data.splits import SPLIT_PROTOCOLS
+
+
+def validate_config(config) -> None:
+    """Raises `ConfigError` for the first invalid data, split or noise field."""
+    check_choice(config, "data.source", sources.SOURCE_NAMES)
+    check_choice(config, "split.protocol", SPLIT_PROTOCOLS)
+    check_number(config, "split.mismatch_ratio", low=0.0, high=1.0)
+    check_number(config, "split.v1_fraction", low=0.0, high=1.0, low_open=True)
+    check_number(config, "split.labels_per_class", low=1, integer=True)
+    check_number(config, "split.unlabeled_size", low=0, integer=True)
+    check_number(config, "split.num_validation", low=2, integer=True)
+    check_number(config, "data.crop_pad", low=0, integer=True)
+    check_number(config, "data.noise_std", low=0.0)
+
+    num_classes = sources.num_classes(config.data.source)
+    seen = tuple(config.split.seen_classes)
+    if not seen:
+        raise ConfigError("split.seen_classes", "empty",
+                          f"distinct integers in [0, {num_classes - 1}]")
+    if len(set(seen)) != len(seen) or any(
+        isinstance(c, bool) or not isinstance(c, numbers.Integral) or not 0 <= c < num_classes
+        for c in seen
+    ):
+        raise ConfigError(
+            "split.seen_classes", f"{seen!r} is invalid for {config.data.source}",
+            f"distinct integers in [0, {num_classes - 1}]")
+    if len(seen) == num_classes and config.split.mismatch_ratio > 0:
+        raise ConfigError("split.mismatch_ratio",
+                          "is > 0 but every class is seen, so no unseen class exists", "0.0")
+    if "noise" in config:
+        noise.validate_config(config)
