@@ -1,7 +1,11 @@
-"""Eight fake CPU devices for the whole suite, set before JAX starts."""
+"""Eight fake CPU devices for the whole suite, set before JAX starts; one compilation
+cache shared by the test processes of a run."""
 
 import os
+import shutil
 import sys
+import tempfile
+import uuid
 
 os.environ["XLA_FLAGS"] = " ".join(filter(None, [
     os.environ.get("XLA_FLAGS", ""),
@@ -10,10 +14,48 @@ os.environ["XLA_FLAGS"] = " ".join(filter(None, [
 ]))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Many tests compile the same step (same model, method and shapes); JAX's persistent
+# cache lets the second compilation load the first's executable. Its key holds the HLO,
+# the compile options (devices included), the jax version and XLA_FLAGS, so runs at
+# another instruction set (`--xla_cpu_max_isa`) compile their own. One directory per test
+# run (named by the controlling process, whose environment the xdist workers inherit),
+# removed when the run ends; a cache the user configured is left alone.
+if "PYTEST_XDIST_WORKER" not in os.environ:
+    os.environ["SSLJ_TEST_RUN_ID"] = uuid.uuid4().hex
+_CACHE_DIR = os.path.join(tempfile.gettempdir(),
+                          f"sslj-test-jax-cache-{os.environ['SSLJ_TEST_RUN_ID']}")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE_DIR
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
+
+
+def pytest_sessionfinish(session):
+    if not hasattr(session.config, "workerinput"):  # the controller (or a run without -n)
+        shutil.rmtree(_CACHE_DIR, ignore_errors=True)
+
+
+def shared_once(tmp_path_factory, name: str, compute):
+    """`compute()`'s JSON result, computed by one test process of the run and read by the
+    others (xdist gives every worker its own module fixtures, so a baseline run that two
+    workers need would otherwise train twice). `compute` gets a fresh workdir."""
+    import json
+
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        root = root.parent  # the run's directory, shared by its workers
+    path = root / f"{name}.json"
+    with FileLock(str(root / f"{name}.lock")):
+        if not path.is_file():
+            workdir = root / f"{name}.run"
+            workdir.mkdir()
+            path.write_text(json.dumps(compute(str(workdir))))
+        return json.loads(path.read_text())
 
 
 @pytest.fixture(scope="session")

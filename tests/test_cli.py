@@ -33,6 +33,7 @@ def test_cli_reports_bad_input_without_traceback(tmp_path, args, message):
     assert not (tmp_path / "run" / "supervised" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_digits_source_end_to_end(tmp_path):
     c = tiny_config(**{"data.source": "digits", "data.crop_pad": 1, "split.labels_per_class": 5,
                        "split.unlabeled_size": 400, "split.num_validation": 100,

@@ -386,6 +386,7 @@ def test_alignment_flag_must_be_a_bool():
     assert e.value.field == "pseudo_label_accumulated.align" and "True" in str(e.value)
 
 
+@pytest.mark.slow
 def test_accumulated_pseudo_labels_through_the_loop(tmp_path):
     c = tiny_config(method="pseudo_label_accumulated",
                     **{"pseudo_label_accumulated.warmup_epochs": 1,

@@ -17,6 +17,9 @@ from experiments.configs import label_noise
 from sslj.config import for_method
 from sslj.procedures import run as run_experiment
 from sslj.train.metrics import read_jsonl
+from tests.conftest import shared_once
+
+pytestmark = pytest.mark.slow
 
 MARGIN = 0.05  # required lead of ProSelfLC (measured: 13.4 to 15.2 points)
 
@@ -40,11 +43,12 @@ def _small(run):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    out = {}
-    for run in ("supervised", "supervised+proselflc"):
-        workdir = str(tmp_path_factory.mktemp(run.replace("+", "_")))
-        out[run] = (run_experiment(_small(run), workdir), workdir)
-    return out
+    def train(run):
+        return lambda workdir: (run_experiment(_small(run), workdir), workdir)
+
+    return {run: tuple(shared_once(tmp_path_factory, f"label_noise_{run.replace('+', '_')}",
+                                   train(run)))
+            for run in ("supervised", "supervised+proselflc")}
 
 
 def test_proselflc_beats_cce_under_symmetric_noise(runs):

@@ -31,6 +31,7 @@ def final_state(config, workdir):
     return state, meta
 
 
+@pytest.mark.slow
 def test_embedded_default_writes_every_output(tmp_path):
     from experiments import common
     from experiments.configs.default import get_config
@@ -69,6 +70,7 @@ def test_embedded_default_writes_every_output(tmp_path):
     assert "| pi_model+spl |" in table
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["pi_model"])
 def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, method):
     c = tiny_config(method=method, num_steps=6, checkpoint_every=3, eval_every=2, log_every=1)
@@ -123,6 +125,7 @@ def test_non_finite_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path
         METHODS.pop(_NanFromStep3.name)
 
 
+@pytest.mark.slow
 def test_partial_checkpoint_write_does_not_break_resume(tmp_path):
     c = tiny_config(num_steps=6, checkpoint_every=3)
     procedures.run(c, str(tmp_path), stop_at=3)

@@ -354,6 +354,7 @@ def pretrained(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_procedure_compiles_each_step_once_reports_and_resumes(pretrained, tmp_path):
     from sslj.procedures.spl import run_with_parts as run_spl
 
@@ -385,6 +386,7 @@ def test_procedure_compiles_each_step_once_reports_and_resumes(pretrained, tmp_p
     assert again["history"] == res["history"]
 
 
+@pytest.mark.slow
 def test_finetune_baseline_and_ablations_run(pretrained, tmp_path):
     from sslj.procedures.spl import run_with_parts as run_spl
 

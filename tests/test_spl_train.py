@@ -7,8 +7,12 @@ p = 1 - 0.6 (1 - 60/1500) = 0.424) over 3 rounds of 20 inner + 20 outer steps. T
 run selects its test accuracy on the whole validation set, SPL on V2 only.
 """
 
+import pytest
+
 from sslj import procedures
 from tests.conftest import short_run_config
+
+pytestmark = pytest.mark.slow
 
 STEPS = 300
 

@@ -71,6 +71,7 @@ def test_tfds_sources_under_mock_data(tmp_path, name, shape, coarse):
         assert d.train_coarse_labels.max() < 20
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_on_mock_cifar10(tmp_path):
     c = tiny_config(**{"data.source": "tfds:cifar10", "data.data_dir": str(tmp_path / "tfds"),
                        "data.flip": True, "split.labels_per_class": 5,
