@@ -253,24 +253,30 @@ TABLES["spl_fig2"] = Table(
     methods=_FIG2_BASES + tuple(f"{b}+spl" for b in _FIG2_BASES[1:]),
     sweep_field="split.mismatch_ratio",
     sweep_values=(0.0, 0.2, 0.4, 0.6),
+    # the full-scale config's DS3L split, as Table 1's: at delta = 0 a seen class gives
+    # 400 labels + at most 5,000 / 6 validation + 20,000 / 6 unlabeled images < its 5,000
     configs={"embedded": "default", "full": "spl_cifar10"},
-    # the DS3L split at delta = 0 needs 400 + 4,000 / 6 images per seen class: Oliver's
-    # protocol at full scale keeps the figure's x axis from 0
-    overrides={"full": {"split.protocol": "oliver"}},
     report="accuracy",
     reported="He et al. Fig. 2: SSL methods fall below supervised from delta = 0.4 on, "
              "+SPL stays above it (3.6 points at delta = 0.6).",
 )
+# p from 0.1 to 1.0 (every parameter safe: no pruning) and Eq. 3's own p
+# (spl.safe_ratio = 0), the point whose superiority the figure claims
+_FIG3_COLUMNS = {f"p={p}": {"spl.safe_ratio": p} for p in (0.1, 0.3, 0.5, 0.7, 0.9, 1.0)}
+_FIG3_COLUMNS["Eq. 3"] = {"spl.safe_ratio": 0.0}
 TABLES["spl_fig3"] = Table(
     title="SPL Fig. 3, CIFAR-100 (mismatch 0.3, Pi-model): accuracy (%) vs the ratio of "
           "safe parameters p",
     methods=("pi_model", "pi_model+spl"),
     sweep_field="spl.safe_ratio",
-    sweep_values=(0.1, 0.3, 0.5, 0.7, 0.9),
+    sweep_values=tuple(_FIG3_COLUMNS),
+    sweep_overrides=_FIG3_COLUMNS,
     configs={"embedded": "default", "full": "spl_cifar100"},
     overrides={"embedded": {"split.mismatch_ratio": 0.3}},
-    layer_ratios_at=0.3,
+    layer_ratios_at="p=0.3",
     report="accuracy",
     reported="He et al. Fig. 3 (accuracy vs p) and Fig. 4 (per-layer ratios at p = 0.3, "
-             "in <table>_<scale>_layer_ratios.png). The pi_model row ignores p.",
+             "in <table>_<scale>_layer_ratios.png). The Eq. 3 column uses "
+             "p = 1 - delta (1 - tau) (results.json: spl.safe_ratio); p = 1.0 keeps every "
+             "parameter. The pi_model row ignores p.",
 )

@@ -31,6 +31,19 @@ from tests.conftest import tiny_config
     ({"ramp.kind": "sigmoid"}, "ramp.kind", "oliver_exp"),
     ({"split.labels_per_class": 0}, "split.labels_per_class", "[1, inf]"),
     ({"split.v1_fraction": 0.0}, "split.v1_fraction", "(0.0, 1.0]"),
+    ({"compute_dtype": "float16"}, "compute_dtype", "bfloat16"),
+    ({"spl.outer_lr": 0.1}, "spl.outer_lr", "spl.outer_optimizer = 'fresh'"),
+    ({"spl.outer_optimizer": "fresh"}, "spl.outer_lr", "(0, inf)"),
+    ({"spl.rank_by": "abs"}, "spl.rank_by", "magnitude"),
+    ({"spl.consistency_normalization": "mean"}, "spl.consistency_normalization", "official"),
+    ({"split.num_validation": 1}, "split.num_validation", ">= 2"),
+    ({"split.validation_source": "all"}, "split.validation_source", "seen_of_random"),
+    ({"data.pad_mode": "edge"}, "data.pad_mode", "zeros"),
+    ({"optimizer.decay_params": "biases"}, "optimizer.decay_params", "all"),
+    ({"method": "vat_entmin", "vat.entmin_pass": "both"}, "vat.entmin_pass", "adversarial"),
+    ({"method": "pi_model", "pi_model.target_pass": "all"}, "pi_model.target_pass", "batch"),
+    ({"method": "pseudo_label", "pseudo_label.normalize": "sum"}, "pseudo_label.normalize",
+     "confident"),
 ])
 def test_bad_field_is_named_with_allowed_values(overrides, field, allowed):
     c = tiny_config(**overrides)

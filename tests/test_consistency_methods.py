@@ -226,6 +226,27 @@ def test_entmin_matches_numpy_and_composes():
     assert e.value.field == "entmin.weight"
 
 
+@pytest.mark.parametrize("entmin_pass", ["adversarial", "clean"])
+def test_vat_entmin_term_takes_the_configured_pass_and_ramp(entmin_pass):
+    """Oliver's VAT+EntMin: the entropy of the adversarial pass (the student), constant
+    weight; the switch gives the clean pass, ramped."""
+    rng = np.random.default_rng(9)
+    z_clean, z_adv = rng.normal(size=(2, 6, 4))
+    c = tiny_config(method="vat_entmin", **{"vat.entmin_pass": entmin_pass,
+                                            "vat.entmin_ramp": entmin_pass == "clean"})
+    term = {t.name: t for t in get_method(c).loss_terms()}["entmin"]
+    out = {"logits_u": jnp.asarray(z_clean, jnp.float32),
+           "logits_u_adv": jnp.asarray(z_adv, jnp.float32)}
+    p = np_softmax(z_adv if entmin_pass == "adversarial" else z_clean)
+    np.testing.assert_allclose(term.value(out, None, 0), np.mean(-np.sum(p * np.log(p), -1)),
+                               rtol=1e-6)
+    at_start = float(term.ramp(jnp.asarray(0)))
+    assert at_start == (1.0 if entmin_pass == "adversarial" else pytest.approx(np.exp(-5)))
+    g = jax.grad(lambda a: term.value({**out, "logits_u_adv": a}, None, 0))(
+        out["logits_u_adv"])
+    assert (float(jnp.abs(g).max()) > 0) == (entmin_pass == "adversarial")
+
+
 # ---------------------------------------------------------------- Mean Teacher
 
 def test_mean_teacher_ema_update_matches_numpy():
@@ -290,10 +311,40 @@ def test_temporal_ensembling_loss_and_state_through_a_step():
                                rtol=1e-5)
 
 
+def test_temporal_ensembling_weight_is_laine_and_ailas_scaled_weight():
+    """s-laine/tempens (train.py) trains on mixed minibatches of B rows, n of them labeled:
+    mean over the B rows of CE * mask + w_max * (num_labels / N) * mean over the B rows of
+    the squared error. With n / B = num_labels / N (the labeled fraction a uniformly drawn
+    minibatch has), that loss is (n / B) times sslj's `xe + w_max * te` with xe averaged
+    over the n labeled rows and te over all B rows: sslj's unscaled weight (30) is the
+    reference's scaled weight, because sslj averages its supervised term over the labeled
+    batch rather than over the whole minibatch."""
+    rng = np.random.default_rng(11)
+    n, b, classes, w_max = 8, 100, 10, 30.0
+    logits = rng.normal(size=(b, classes)).astype(np.float32)
+    labels = rng.integers(0, classes, b)
+    mask = np.r_[np.ones(n), np.zeros(b - n)]
+    targets = np_softmax(rng.normal(size=(b, classes)))
+    p = np_softmax(logits.astype(np.float64))
+    ce = -np.log(p[np.arange(b), labels])
+    tempens = np.mean(ce * mask) + w_max * (n / b) * np.mean((p - targets) ** 2)
+    method = get_method(for_method(tiny_config(**{"temporal_ensembling.weight": w_max}),
+                                   "temporal_ensembling"))
+    terms = {t.name: t for t in method.terms()}
+    out = {"logits": jnp.asarray(logits[:n]), "logits_u": jnp.asarray(logits),
+           "target_u": jnp.asarray(targets, jnp.float32), "has_target": jnp.ones(b, bool)}
+    batch = {"label": jnp.asarray(labels[:n])}
+    ours = terms["xe"].value(out, batch, 0) + terms["te"].weight * terms["te"].value(
+        out, batch, 0)
+    np.testing.assert_allclose(float(ours) * n / b, tempens, rtol=1e-5)
+
+
 # ---------------------------------------------------------------- Pseudo-Label
 
-def test_pseudo_label_ignores_unconfident_examples_exactly():
-    method = get_method(tiny_config(method="pseudo_label"))
+@pytest.mark.parametrize("normalize", ["batch", "confident"])
+def test_pseudo_label_ignores_unconfident_examples_exactly(normalize):
+    method = get_method(tiny_config(method="pseudo_label",
+                                    **{"pseudo_label.normalize": normalize}))
     term = {t.name: t for t in method.terms()}["pl"]
     logits = np.zeros((4, 3), np.float32)
     logits[0] = [8.0, 0.0, 0.0]  # p = 0.9993: confident
@@ -307,13 +358,61 @@ def test_pseudo_label_ignores_unconfident_examples_exactly():
         return term.fn({"logits_u": z, "pseudo_label": label, "confident": confident}, None)
 
     p = np_softmax(logits.astype(np.float64))
-    expected = -np.mean([np.log(p[0, 0]), np.log(p[2, 2])])
+    total = -(np.log(p[0, 0]) + np.log(p[2, 2]))
+    expected = total / 4 if normalize == "batch" else total / 2
     np.testing.assert_allclose(loss(jnp.asarray(logits)), expected, rtol=1e-4)
     g = np.asarray(jax.grad(loss)(jnp.asarray(logits)))
     assert np.all(g[[1, 3]] == 0.0) and np.all(g[[0, 2]] != 0.0)
     unconfident = jnp.asarray(logits[[1, 3]])
     assert float(loss(unconfident)) == 0.0
     assert float(jnp.abs(jax.grad(loss)(unconfident)).max()) == 0.0
+
+
+def test_pseudo_label_threshold_is_strict():
+    """p exactly at the threshold is not confident (Oliver's `tf.greater`)."""
+    from sslj.methods.pseudo_label import confident_pseudo_labels
+
+    z = jnp.asarray([[2.0, 0.0, -1.0], [0.0, 3.0, 0.0]], jnp.float32)
+    p = np.asarray(jax.nn.softmax(z))
+    _, at = confident_pseudo_labels(z, float(p[0].max()))
+    assert not bool(at[0]) and bool(at[1])
+    _, below = confident_pseudo_labels(z, float(np.nextafter(p[0].max(), 0, dtype=np.float32)))
+    assert bool(below[0])
+
+
+def test_pseudo_label_matches_olivers_reverse_kl():
+    """Oliver's loss (lib/ssl_framework.py + ssl_utils.py): teacher logits 10 onehot(argmax)
+    where max p > 0.95, the student's own logits elsewhere (zero loss), reverse KL
+    KL(p_teacher || p_student) per example, mean over the batch. sslj's one-hot
+    cross-entropy differs by the teacher's constant entropy and its 2e-4 smoothing."""
+    rng = np.random.default_rng(3)
+    z = (rng.normal(size=(64, 6)) * 4).astype(np.float32)
+    method = get_method(tiny_config(method="pseudo_label"))
+    term = {t.name: t for t in method.terms()}["pl"]
+    from sslj.methods.pseudo_label import confident_pseudo_labels
+
+    def ours(zz):
+        label, confident = confident_pseudo_labels(zz, 0.95)
+        return term.fn({"logits_u": zz, "pseudo_label": label, "confident": confident}, None)
+
+    zz = z.astype(np.float64)
+    p = np_softmax(zz)
+    confident = p.max(-1) > 0.95
+    assert 5 < confident.sum() < 60
+    teacher = np.where(confident[:, None], 10.0 * np.eye(6)[p.argmax(-1)], zz)
+    pt, logpt = np_softmax(teacher), np.log(np_softmax(teacher))
+    logps = np.log(p)
+    kl = np.sum(pt * (logpt - logps), -1)
+    entropy_t = -np.sum(pt * logpt, -1) * confident  # the constant sslj drops
+    oliver = np.mean(kl + entropy_t)  # = mean of CE(p_teacher, p_student)
+    # what the target's smoothing adds: sum_j (onehot_j - p_teacher_j) log p_student_j
+    onehot = np.eye(6)[p.argmax(-1)]
+    smoothing = np.mean(np.sum((onehot - pt) * logps, -1) * confident)
+    np.testing.assert_allclose(float(ours(jnp.asarray(z))) + smoothing, oliver, rtol=1e-4)
+    # gradients: (p_s - p_t) / B against sslj's (p_s - onehot) / B
+    g_oliver = (p - pt) * confident[:, None] / len(z)
+    g = np.asarray(jax.grad(ours)(jnp.asarray(z)))
+    np.testing.assert_allclose(g, g_oliver, atol=1e-5)
 
 
 def test_accumulated_set_grows_only_with_examples_above_threshold():

@@ -86,3 +86,62 @@ def test_seen_unseen_auroc_uses_max_softmax():
     logits = np.array([[5.0, 0.0], [4.0, 0.0], [0.1, 0.0], [0.0, 0.2]])
     labels = np.array([0, 0, -1, -1])  # confident seen, unsure unseen
     assert seen_unseen_auroc(logits, labels) == 1.0
+
+
+def test_seen_unseen_auroc_ranks_by_softmax_not_by_logit():
+    # max logit ranks the first above the second; max softmax the other way round
+    logits = np.array([[3.0, 0.0, 0.0], [5.0, 4.9, 0.0]])
+    labels = np.array([0, -1])
+    assert seen_unseen_auroc(logits, labels) == 1.0
+    assert auroc(logits[:1].max(-1), logits[1:].max(-1)) == 0.0  # what max-logit would say
+
+
+def _saturating(rng, n, low, high, classes=6):
+    """Logits whose top class leads the others by a margin in [low, high]."""
+    margin = rng.uniform(low, high, n)
+    z = np.zeros((n, classes))
+    z[:, 0] = margin
+    return z.astype(np.float32), margin
+
+
+def test_seen_unseen_auroc_does_not_saturate_on_confident_logits():
+    rng = np.random.default_rng(0)
+    seen, m_seen = _saturating(rng, 200, 18.0, 40.0)
+    unseen, m_unseen = _saturating(rng, 100, 17.0, 30.0)
+    logits = np.concatenate([seen, unseen])
+    labels = np.r_[np.zeros(200, int), -np.ones(100, int)]
+    # every score is an increasing function of the margin, so the AUROC is the margins'
+    expected = roc_auc_score(labels >= 0, np.r_[m_seen, m_unseen])
+    np.testing.assert_allclose(seen_unseen_auroc(logits, labels), expected, rtol=1e-12)
+    assert 0.7 < expected < 0.8
+    p32 = np.asarray(jax.nn.softmax(jnp.asarray(logits)).max(-1))  # float32 max-softmax
+    assert np.all(p32 == 1.0)  # ties everywhere: it would give AUROC 0.5
+
+
+def test_mismatch_estimate_on_saturating_logits():
+    from sslj.spl.masks import estimate_mismatch
+    from sslj.train.evaluate import max_log_softmax
+
+    rng = np.random.default_rng(1)
+    v1, _ = _saturating(rng, 400, 20.0, 40.0)
+    seen_u, _ = _saturating(rng, 600, 20.0, 40.0)
+    unseen_u, _ = _saturating(rng, 400, 17.0, 19.9)  # delta = 0.4, all below every seen one
+    u = np.concatenate([seen_u, unseen_u])
+    delta = estimate_mismatch(max_log_softmax(u), max_log_softmax(v1), 0.5)
+    assert abs(delta - 0.4) < 0.06, delta
+    p32 = lambda z: np.asarray(jax.nn.softmax(jnp.asarray(z)).max(-1))
+    assert estimate_mismatch(p32(u), p32(v1), 0.5) == 0.0  # float32 softmax: all 1.0
+
+
+def test_zero_padding_pads_black_and_reflect_padding_does_not():
+    x = jnp.ones((64, 6, 6, 1))  # a white image, 1.0 after scaling
+    rng = jax.random.PRNGKey(0)
+    zeros = augment.weak(x, rng, flip=False, crop_pad=2, noise_std=0.0, pad_mode="zeros")
+    reflect = augment.weak(x, rng, flip=False, crop_pad=2, noise_std=0.0, pad_mode="reflect")
+    assert set(np.unique(np.asarray(zeros)).tolist()) == {-1.0, 1.0}  # black = uint8 0
+    assert np.all(np.asarray(reflect) == 1.0)
+    # the same key shifts both the same way: black exactly where reflect copied the image
+    np.testing.assert_array_equal(np.asarray(zeros) == -1.0,
+                                  np.asarray(augment.weak(
+                                      x * 0.5, rng, flip=False, crop_pad=2, noise_std=0.0,
+                                      pad_mode="zeros")) == -1.0)

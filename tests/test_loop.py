@@ -136,3 +136,28 @@ def test_partial_checkpoint_write_does_not_break_resume(tmp_path):
     assert Checkpointer(str(tmp_path / "checkpoints")).latest_step() == 3
     results = procedures.run(c, str(tmp_path))
     assert results["steps"] == 6
+
+
+def test_run_without_validation_set_reports_the_final_model(tmp_path):
+    """split.num_validation = 0 (ProSelfLC's retraining on every image): no selection,
+    every "at best val" field None, the final evaluation reported."""
+    c = tiny_config(**{"split.num_validation": 0})
+    r = procedures.run(c, str(tmp_path))
+    assert r["selection"] == "final (no validation set)"
+    assert r["test_accuracy_at_best_val"] is None and r["best_step"] is None
+    assert r["final_test_accuracy"] == r["history"][-1]["test_accuracy"]
+    assert all(e["val_accuracy"] is None for e in r["history"])
+    assert json.loads((tmp_path / "splits.json").read_text())["val_v1"] == 0
+
+
+def test_label_noise_final_mode_trains_on_every_pool_image():
+    from experiments.configs import label_noise, proselflc_cifar100
+    from sslj.config import validate
+
+    c = label_noise.get_config("proselflc,asym0.4,final")
+    assert (c.split.labels_per_class, c.split.num_validation) == (400, 0)
+    assert c.target.kind == "proselflc" and c.noise.rate == 0.4
+    validate(c, device_count=8)
+    full = proselflc_cifar100.get_config("cce,sym0.6,final")
+    assert (full.split.labels_per_class, full.split.num_validation) == (500, 0)
+    assert (full.data.pad_mode, full.optimizer.decay_params) == ("zeros", "all")

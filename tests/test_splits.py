@@ -94,3 +94,24 @@ def test_digits_source():
     assert d.train_images.shape[1:] == (8, 8, 1) and d.train_images.max() == 255
     assert len(d.train_labels) + len(d.test_labels) == 1797
     np.testing.assert_array_equal(np.bincount(d.test_labels), [35] * 10)
+
+
+def test_oliver_unseen_count_rounds_an_inexact_product():
+    # 0.29 * 100 is 28.999999999999996 in floating point: 29 unseen images, not 28
+    s = make("oliver", 0.29, unlabeled_size=100)
+    assert (~np.isin(LABELS[s.unlabeled], SEEN)).sum() == 29
+
+
+def test_seen_of_random_validation_is_the_seen_part_of_random_images():
+    """The DS3L / SPL code: num_validation random pool images, the seen ones kept (about
+    6/10 of them here), the unseen ones dropped from the pool."""
+    s = make("ds3l", 0.6, validation_source="seen_of_random", num_validation=1000)
+    n_val = len(s.val_v1) + len(s.val_v2)
+    assert 540 < n_val < 660 and np.isin(LABELS[s.validation], SEEN).all()
+    assert len(s.val_v1) == round(0.7 * n_val)
+    allidx = np.concatenate([s.labeled, s.unlabeled, s.validation])
+    assert len(np.unique(allidx)) == len(allidx)
+    again = make("ds3l", 0.6, validation_source="seen_of_random", num_validation=1000)
+    np.testing.assert_array_equal(s.validation, again.validation)
+    with pytest.raises(ConfigError, match="split.validation_source"):
+        make(validation_source="everything")

@@ -96,12 +96,11 @@ def _fake_tiny_imagenet(root, per_class=2, val_per_class=1):
     (base / "wnids.txt").write_text("\n".join(reversed(wnids)) + "\n")  # file order rules
     rng = np.random.default_rng(0)
     rows = []
-    for w in wnids:
+    for i, w in enumerate(wnids):
         folder = base / "train" / w / "images"
         folder.mkdir(parents=True)
-        for j in range(per_class):
-            Image.fromarray(rng.integers(0, 256, (64, 64, 3), np.uint8)).save(
-                folder / f"{w}_{j}.JPEG")
+        for j in range(per_class):  # a flat grey level per class: i, readable after JPEG
+            Image.fromarray(np.full((64, 64, 3), i, np.uint8)).save(folder / f"{w}_{j}.JPEG")
         for j in range(val_per_class):
             name = f"val_{w}_{j}.JPEG"
             Image.fromarray(rng.integers(0, 256, (64, 64), np.uint8)).save(  # greyscale
@@ -124,6 +123,14 @@ def test_tiny_imagenet_manual_dir_builds_and_loads(tmp_path):
     assert ds.train_images.shape == (400, 64, 64, 3) and ds.test_images.shape == (200, 64, 64, 3)
     assert ds.num_classes == 200
     assert np.bincount(ds.train_labels, minlength=200).tolist() == [2] * 200
-    # labels follow wnids.txt's order (reversed here): the last wnid is class 0
     assert sorted(set(ds.test_labels.tolist())) == list(range(200))
-    del wnids
+    # labels follow wnids.txt's order, reversed here: wnid i (grey level i) is class 199 - i
+    grey = np.round(ds.train_images.mean(axis=(1, 2, 3))).astype(int)
+    np.testing.assert_array_equal(ds.train_labels, 199 - grey)
+    # tiny_imagenet_sorted: labels follow the sorted wnids (ImageFolder's order)
+    prepare.main(["tiny_imagenet_sorted", "--data_dir", str(data_dir),
+                  "--manual_dir", str(tmp_path / "dl")])
+    ds_sorted = sources.load("tfds:tiny_imagenet_sorted", str(data_dir))
+    grey = np.round(ds_sorted.train_images.mean(axis=(1, 2, 3))).astype(int)
+    np.testing.assert_array_equal(ds_sorted.train_labels, grey)
+    assert sorted(wnids) == wnids

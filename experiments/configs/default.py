@@ -43,6 +43,7 @@ def get_config():
     c.data.data_dir = ""
     c.data.flip = False  # digits are not mirror-symmetric
     c.data.crop_pad = 2  # random translation by up to 2 px (Oliver's jitter)
+    c.data.pad_mode = "reflect"  # or "zeros" (black border, torchvision's RandomCrop)
     c.data.noise_std = 0.15  # Oliver's Gaussian input noise
 
     c.split = ml_collections.ConfigDict()
@@ -53,6 +54,9 @@ def get_config():
     c.split.unlabeled_size = 1500
     c.split.num_validation = 300
     c.split.v1_fraction = 0.7
+    # "seen": num_validation seen-class images; "seen_of_random": the seen ones among
+    # num_validation random images (the DS3L / SPL code; sslj/data/splits.py)
+    c.split.validation_source = "seen"
 
     c.batch_size = 32  # labeled images per step
     c.unlabeled_batch_size = 32
@@ -75,6 +79,7 @@ def get_config():
     c.optimizer.momentum = 0.9
     c.optimizer.weight_decay = 0.0
     c.optimizer.decoupled_weight_decay = False
+    c.optimizer.decay_params = "kernels"  # or "all" (biases, BN too: PyTorch's SGD)
     c.optimizer.schedule = "staircase"
     c.optimizer.decay_steps = 960  # Oliver: x0.2 at 80 % of training
     c.optimizer.decay_factor = 0.2
@@ -85,7 +90,7 @@ def get_config():
 
     c.ema_decay = 0.99
     c.bn_update = "clean"
-    c.compute_dtype = "float32"  # or bfloat16 / float16: params stay float32
+    c.compute_dtype = "float32"  # or bfloat16 (params stay float32); float16 is refused
 
     # EntMin as an add-on term to any method using unlabeled data (0 = off).
     c.entmin = ml_collections.ConfigDict({"weight": 0.0})
@@ -107,10 +112,13 @@ def get_config():
     c.pi_model = ml_collections.ConfigDict()
     c.pi_model.weight = 20.0
     c.pi_model.stop_gradient_target = True
+    # the second pass over concat(labeled, unlabeled) as Oliver's code, or "unlabeled"
+    c.pi_model.target_pass = "batch"
 
     c.mean_teacher = ml_collections.ConfigDict()
     c.mean_teacher.weight = 8.0  # Oliver et al.
     c.mean_teacher.ema_decay = 0.95
+    c.mean_teacher.target_pass = "batch"  # the teacher's pass, as pi_model.target_pass
 
     c.temporal_ensembling = ml_collections.ConfigDict()
     c.temporal_ensembling.weight = 30.0  # Laine & Aila
@@ -124,13 +132,18 @@ def get_config():
     # in float32 at xi = 1e-6 is rounding noise (see sslj/methods/vat.py)
     c.vat.probe = "hvp"
     c.vat.xi = 1e-6  # finite_difference only
-    c.vat.divergence = "perturbed_clean"  # KL(p(x+r) || p(x)); "clean_perturbed": Oliver's code
+    c.vat.divergence = "perturbed_clean"  # KL(p(x+r) || p(x)), Oliver's loss; see methods/vat.py
     c.vat.unroll = True  # K iterations traced straight; False: lax.fori_loop (see methods/vat.py)
     c.vat.entmin_weight = 0.1  # vat_entmin only
+    c.vat.entmin_pass = "adversarial"  # Oliver: entropy of p(x + r_adv); or "clean"
+    c.vat.entmin_ramp = False  # Oliver: a constant weight
 
     c.pseudo_label = ml_collections.ConfigDict()
     c.pseudo_label.weight = 1.0
     c.pseudo_label.threshold = 0.95
+    # "batch": the loss summed over confident examples / the unlabeled batch (Oliver's
+    # code); "confident": / the confident ones (sslj/methods/pseudo_label.py)
+    c.pseudo_label.normalize = "batch"
 
     c.pseudo_label_accumulated = ml_collections.ConfigDict()
     c.pseudo_label_accumulated.weight = 1.0
@@ -140,6 +153,7 @@ def get_config():
     # distribution alignment before thresholding (sslj/methods/pseudo_label.py says why);
     # False is the report exactly
     c.pseudo_label_accumulated.align = True
+    c.pseudo_label_accumulated.normalize = "batch"  # as pseudo_label.normalize
 
     # Safe parameter learning (He et al. 2022; sslj/spl). A run name "<method>+spl" (hard
     # mask), "+spl_soft" or "+finetune" (the fine-tune-on-V1 baseline) turns it on: the
@@ -164,6 +178,15 @@ def get_config():
     c.spl.inner_bn_update = True
     c.spl.outer_loss = "consistency"  # consistency (Eq. 6-7) | base (the base method's loss)
     c.spl.consistency_weight = 10.0  # official code
+    # "official": (sum_l CE + w sum_u mean_c (h' - h)^2) / (B_l + B_u), the official code;
+    # "per_term_mean": mean_l CE + w mean_u sum_c (h' - h)^2 (sslj/spl/bilevel.py)
+    c.spl.consistency_normalization = "official"
+    c.spl.rank_by = "score"  # hard mask: top-k^l scores (Eq. 9) | "magnitude" (official)
+    # outer steps: "continue" the pretraining's optimizer state and schedule, or "fresh"
+    # (a new state at identification, constant lr spl.outer_lr)
+    c.spl.outer_optimizer = "continue"
+    c.spl.outer_lr = 0.0
+    c.spl.reset_ema = True  # the EMA restarts from the weights at identification
     c.spl.finetune_v1 = False  # the baseline: fine-tune the weights on V1, no masks
 
     c.method_overrides = ml_collections.ConfigDict()

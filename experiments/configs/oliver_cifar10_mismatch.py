@@ -9,7 +9,8 @@ Protocol: seen = the six animal classes (bird 2, cat 3, deer 4, dog 5, frog 6, h
 delta in {0, .25, .5, .75, 1} comes from the four unseen classes, 5,000 seen-class
 validation images; test on the seen classes. Batch 100 (50 labeled + 50 unlabeled),
 Adam 3e-3 (Pi 3e-4), x0.2 at 400k of 500k steps, consistency weight 20 ramped over
-200k steps, BN decay 0.999 with only the clean pass writing the statistics.
+200k steps, BN decay 0.999 with only the clean pass writing the statistics, VAT
+eps 6.0.
 Expected: the paper plots test error vs delta; at delta = 0 on its 4,000-label
 benchmark it reports supervised 20.26 % and Pi 16.37 % error, and with delta = 0.75+
 the Pi-model falls to about the supervised error. With 8 devices use batch sizes
@@ -45,4 +46,5 @@ def get_config():
     c.optimizer.decay_factor = 0.2
     c.ramp.steps = 200_000
     c.ema_decay = 0.999
+    c.vat.eps = 6.0  # Oliver et al.'s CIFAR-10 value (lib/hparams.py), not the MNIST 2.0
     return c

@@ -51,6 +51,7 @@ PAPER_TABLE1 = {  # (delta = 0.3, delta = 0.6)
 def spl_defaults(c):
     """The SPL fields shared by the full-scale SPL configs."""
     c.split.protocol = "ds3l"
+    c.split.validation_source = "seen_of_random"  # load_dataset.py: seen part of 5,000
     c.split.v1_fraction = 0.7
     c.spl.rounds = 5
     c.spl.inner_steps = 1000

@@ -9,7 +9,10 @@ TinyImageNet is not in the TFDS catalog: `sslj.data.tiny_imagenet` builds it fro
 archive placed by hand in a manual dir (tfds:tiny_imagenet; 64x64 RGB, 500 training and
 50 validation images per class; the validation images are the test set). Protocol as
 spl_cifar10.py (DS3L split, WRN-28-2, V1 / V2 = 70 / 30 %) with the first 100 classes
-of wnids.txt seen. As for CIFAR-100, REFERENCE.md gives no counts: 100 labels per seen
+of wnids.txt seen. The paper does not say which order "first 100" refers to: with
+`--config.data.source=tfds:tiny_imagenet_sorted` (prepared the same way under that
+name) the first 100 sorted WordNet ids are seen instead, torchvision ImageFolder's
+order. As for CIFAR-100, REFERENCE.md gives no counts: 100 labels per seen
 class, 2,500 validation images, 20,000 unlabeled images are our choice (tau = 0.5).
 
 Expected seen-class test accuracy (%, Table 1) at delta = 0.3 / 0.6: supervised

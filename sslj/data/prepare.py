@@ -21,8 +21,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     import tensorflow_datasets as tfds
 
-    if args.name == "tiny_imagenet":
-        import sslj.data.tiny_imagenet  # noqa: F401  (registers the builder)
+    if args.name.startswith("tiny_imagenet"):
+        import sslj.data.tiny_imagenet  # noqa: F401  (registers the builders)
     config = tfds.download.DownloadConfig(manual_dir=args.manual_dir)
     tfds.builder(args.name, data_dir=args.data_dir).download_and_prepare(
         download_config=config)

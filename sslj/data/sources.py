@@ -34,6 +34,7 @@ TFDS_DATASETS = {
     # built from a manually placed archive by sslj.data.tiny_imagenet (no TFDS catalog
     # entry); its labelled validation split is the test set
     "tiny_imagenet": (200, "train", "validation"),
+    "tiny_imagenet_sorted": (200, "train", "validation"),  # labels by sorted wnid
 }
 EMBEDDED = {"mnist5k": 10, "digits": 10}
 SOURCE_NAMES = tuple(EMBEDDED) + tuple(f"tfds:{n}" for n in TFDS_DATASETS)
@@ -114,11 +115,11 @@ def _digits() -> Dataset:
 
 def prepare_instructions(name: str, data_dir: str | None) -> str:
     where = data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
-    if name == "tiny_imagenet":
+    if name.startswith("tiny_imagenet"):
         return (
             f"TinyImageNet is not prepared in {where}. Download tiny-imagenet-200.zip "
             "(http://cs231n.stanford.edu/tiny-imagenet-200.zip) into a folder <dl>, then\n"
-            f"    python -m sslj.data.prepare tiny_imagenet --data_dir {where} "
+            f"    python -m sslj.data.prepare {name} --data_dir {where} "
             "--manual_dir <dl>\n"
             "and pass --config.data.data_dir=<dir> (or set TFDS_DATA_DIR).")
     return (
@@ -134,8 +135,8 @@ def _tfds(name: str, data_dir: str | None) -> Dataset:
     import tensorflow_datasets as tfds
 
     classes, train_split, test_split = TFDS_DATASETS[name]
-    if name == "tiny_imagenet":
-        import sslj.data.tiny_imagenet  # noqa: F401  (registers the builder)
+    if name.startswith("tiny_imagenet"):
+        import sslj.data.tiny_imagenet  # noqa: F401  (registers the builders)
     try:
         builder = tfds.builder(name, data_dir=data_dir)
         train, test = (_read_split(builder, s) for s in (train_split, test_split))

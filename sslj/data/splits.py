@@ -11,8 +11,15 @@ Two class-mismatch protocols (REFERENCE.md):
     unlabeled set takes `int(U (1 - delta)) // S` images of each of the S seen classes
     and `(U - S * that) // (C - S)` of each unseen class, so its size can fall a few
     images short of U, exactly as in the official code.
-In both, labeled, unlabeled and validation are disjoint; the validation set is drawn
-from the seen classes only and split into V1 (mask learning) and V2 (model selection).
+In both, labeled, unlabeled and validation are disjoint; the validation set holds seen
+classes only and is split into V1 (mask learning) and V2 (model selection). Where it
+comes from (`validation_source`):
+  * ``seen`` (default): `num_validation` images drawn from the seen classes after the
+    labels;
+  * ``seen_of_random`` (the DS3L / SPL code's `load_dataset.py`): `num_validation`
+    images drawn from the whole pool first, of which the seen-class ones (about
+    num_validation * S / C) are the validation set and the unseen-class ones are
+    dropped from the pool; labels and unlabeled images come from the rest.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import numpy as np
 from sslj.common.checks import ConfigError
 
 SPLIT_PROTOCOLS = ("oliver", "ds3l")
+VALIDATION_SOURCES = ("seen", "seen_of_random")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +99,7 @@ def class_mismatch(
     seed: int = 0,
     num_test: int = 0,
     dataset: str = "data",
+    validation_source: str = "seen",
 ) -> Splits:
     """Class-mismatch split of a training pool with labels `labels` (see module doc)."""
     labels = np.asarray(labels)
@@ -99,6 +108,15 @@ def class_mismatch(
     all_classes = np.unique(labels)
     unseen = tuple(int(c) for c in all_classes if c not in seen)
     remaining = {c: np.flatnonzero(labels == c) for c in all_classes}
+    if validation_source not in VALIDATION_SOURCES:
+        raise ConfigError("split.validation_source", f"unknown value {validation_source!r}",
+                          list(VALIDATION_SOURCES))
+    if validation_source == "seen_of_random":  # first, from the whole pool
+        drawn, _ = _take(rng, np.arange(len(labels)), num_validation,
+                         "split.num_validation", "validation images")
+        validation = np.sort(drawn[np.isin(labels[drawn], seen)])
+        for c in all_classes:
+            remaining[c] = np.setdiff1d(remaining[c], drawn)
 
     labeled = []
     for c in seen:
@@ -108,12 +126,13 @@ def class_mismatch(
     labeled = np.sort(np.concatenate(labeled))
 
     seen_pool = np.sort(np.concatenate([remaining[c] for c in seen]))
-    validation, seen_pool = _take(rng, seen_pool, num_validation, "split.num_validation",
-                                  "validation images of seen classes")
-    for c in seen:
-        remaining[c] = np.intersect1d(remaining[c], seen_pool)
+    if validation_source == "seen":
+        validation, seen_pool = _take(rng, seen_pool, num_validation, "split.num_validation",
+                                      "validation images of seen classes")
+        for c in seen:
+            remaining[c] = np.intersect1d(remaining[c], seen_pool)
     perm = rng.permutation(validation)
-    n_v1 = int(round(v1_fraction * num_validation))
+    n_v1 = int(round(v1_fraction * len(validation)))
     val_v1, val_v2 = np.sort(perm[:n_v1]), np.sort(perm[n_v1:])
 
     if protocol == "oliver":
@@ -156,6 +175,7 @@ def make_splits(dataset, split_config, seed: int) -> Splits:
         seed=seed,
         num_test=len(dataset.test_labels),
         dataset=dataset.name,
+        validation_source=split_config.get("validation_source", "seen"),
     )
 
 

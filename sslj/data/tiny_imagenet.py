@@ -8,10 +8,16 @@ placed by hand and this builder turns it into a TFDS data dir like any other:
     python -m sslj.data.prepare tiny_imagenet --data_dir /data/tfds --manual_dir ~/dl
 
 Splits: `train` (500 images per class) and `validation` (the official 10,000 labelled
-validation images, 50 per class; the test set has no labels and is left out). Labels
-are the positions of the WordNet ids in the archive's `wnids.txt`, so "the first 100
-classes seen" (SPL's protocol) means the first 100 lines of that file. Importing this
-module registers the builder under the name `tiny_imagenet`.
+validation images, 50 per class; the test set has no labels and is left out).
+
+The class order decides what "the first 100 classes seen" (SPL's protocol) means, and
+the paper does not say which it used, so two builders give the two usual orders:
+  * `tiny_imagenet`: labels are the positions of the WordNet ids in the archive's
+    `wnids.txt` (the first 100 lines of that file);
+  * `tiny_imagenet_sorted`: labels follow the sorted WordNet ids, the order of
+    torchvision's ImageFolder over `train/` (what a PyTorch pipeline such as the DS3L /
+    SPL code's gets).
+Importing this module registers both.
 """
 
 from __future__ import annotations
@@ -59,13 +65,17 @@ class TinyImagenet(tfds.core.GeneratorBasedBuilder):
             homepage="http://cs231n.stanford.edu/",
         )
 
+    def class_order(self, wnids: list[str]) -> list[str]:
+        """The wnids in label order: as `wnids.txt` lists them."""
+        return wnids
+
     def _split_generators(self, dl_manager):
         root = _find_root(str(dl_manager.manual_dir))
         with open(os.path.join(root, "wnids.txt")) as f:
             wnids = [line.strip() for line in f if line.strip()]
         if len(wnids) != 200:
             raise ValueError(f"{root}/wnids.txt lists {len(wnids)} classes, expected 200")
-        index = {w: i for i, w in enumerate(wnids)}
+        index = {w: i for i, w in enumerate(self.class_order(wnids))}
         return {"train": self._generate_examples(root, "train", index),
                 "validation": self._generate_examples(root, "val", index)}
 
@@ -82,6 +92,15 @@ class TinyImagenet(tfds.core.GeneratorBasedBuilder):
             for name, wnid in rows:
                 yield name, {"image": _rgb(os.path.join(root, "val", "images", name)),
                              "label": index[wnid]}
+
+
+class TinyImagenetSorted(TinyImagenet):
+    """TinyImageNet-200 with labels in sorted-WordNet-id order (torchvision's ImageFolder)."""
+
+    RELEASE_NOTES = {"1.0.0": "sslj's builder, labels in sorted wnid order."}
+
+    def class_order(self, wnids: list[str]) -> list[str]:
+        return sorted(wnids)
 
 
 def _rgb(path: str) -> np.ndarray:

@@ -5,21 +5,28 @@ from __future__ import annotations
 import numbers
 
 from sslj.common.checks import ConfigError, check_choice, check_number
-from sslj.data import noise, sources
-from sslj.data.splits import SPLIT_PROTOCOLS
+from sslj.data import augment, noise, sources
+from sslj.data.splits import SPLIT_PROTOCOLS, VALIDATION_SOURCES
 
 
 def validate_config(config) -> None:
     """Raises `ConfigError` for the first invalid data, split or noise field."""
     check_choice(config, "data.source", sources.SOURCE_NAMES)
     check_choice(config, "split.protocol", SPLIT_PROTOCOLS)
+    if "validation_source" in config.split:
+        check_choice(config, "split.validation_source", VALIDATION_SOURCES)
     check_number(config, "split.mismatch_ratio", low=0.0, high=1.0)
     check_number(config, "split.v1_fraction", low=0.0, high=1.0, low_open=True)
     check_number(config, "split.labels_per_class", low=1, integer=True)
     check_number(config, "split.unlabeled_size", low=0, integer=True)
-    check_number(config, "split.num_validation", low=2, integer=True)
+    check_number(config, "split.num_validation", low=0, integer=True)
+    if config.split.num_validation == 1:
+        raise ConfigError("split.num_validation", "1 image cannot be split into V1 and V2",
+                          "0 (no validation set: the final model is reported) or >= 2")
     check_number(config, "data.crop_pad", low=0, integer=True)
     check_number(config, "data.noise_std", low=0.0)
+    if "pad_mode" in config.data:
+        check_choice(config, "data.pad_mode", augment.PAD_MODES)
 
     num_classes = sources.num_classes(config.data.source)
     seen = tuple(config.split.seen_classes)

@@ -6,13 +6,17 @@ import jax
 import jax.numpy as jnp
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, where: jax.Array | None = None):
-    """Mean softmax cross-entropy -log softmax(logits)[label] over the (masked) batch.
+def cross_entropy(logits: jax.Array, labels: jax.Array, where: jax.Array | None = None,
+                  reduction: str = "mean"):
+    """Softmax cross-entropy -log softmax(logits)[label]: its mean over the (masked) batch,
+    or per example with `reduction="none"`.
 
     `labels` are int class ids; `where` (0/1 per example) drops examples from the mean.
     """
     logp = jax.nn.log_softmax(logits.astype(jnp.float32))
     nll = -jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
+    if reduction == "none":
+        return nll
     return masked_mean(nll, where)
 
 

@@ -77,6 +77,27 @@ def clean_pass(ctx: StepContext, batch: Batch, aug_rng: jax.Array, fwd_rng: jax.
     return logits[:n], logits[n:], x[n:]
 
 
+TARGET_PASSES = ("batch", "unlabeled")
+
+
+def target_pass(ctx: StepContext, batch: Batch, aug_rng: jax.Array, fwd_rng: jax.Array, *,
+                over: str, forward=None):
+    """The second (target) pass of the Pi-model or Mean Teacher on a new augmentation: the
+    unlabeled logits of a pass over `over` = "batch", concat(labeled, unlabeled), as
+    Oliver et al.'s code (its teacher pass takes the whole input, so BatchNorm's batch
+    statistics are the clean pass's mix), or "unlabeled", the unlabeled images alone.
+    Never writes the running statistics. `forward` defaults to the step's own."""
+    forward = forward or ctx.forward
+    xu = to_float(batch["unlabeled_image"])
+    if over == "unlabeled":
+        return forward(ctx.augment(xu, aug_rng), rng=fwd_rng, clean=False)
+    if over != "batch":
+        raise ValueError(f"unknown target pass {over!r}; allowed: {TARGET_PASSES}")
+    xl = to_float(batch["image"])
+    x = ctx.augment(jnp.concatenate([xl, xu]), aug_rng)
+    return forward(x, rng=fwd_rng, clean=False)[xl.shape[0]:]
+
+
 def entmin(outputs: Outputs, batch: Batch) -> jax.Array:
     """Entropy minimisation (Grandvalet & Bengio 2005): mean entropy of the predictions on
     the unlabeled batch (`logits_u`, the clean pass), as VAT+EntMin adds it."""
@@ -147,8 +168,11 @@ class Method(abc.ABC):
 
     def target_monitors(self, outputs: Outputs, batch: Batch, step) -> dict[str, jax.Array]:
         """With a target modifier: the batch's mean eps (`target_eps`) and the fraction of
-        labeled examples whose modified target has another argmax than the given label
-        (`target_relabeled`: ProSelfLC's semantic-class corrections)."""
+        labeled examples whose modified target has another argmax than the given (noisy)
+        label (`target_label_changed`). Not a count of corrections: the batch's clean
+        labels are unknown here, so a change away from a correct label counts too; the
+        learning dynamics (`sslj.train.dynamics`, `dynamics/noisy_corrected`) count the
+        changes that reach the clean label."""
         modifier = self.target_modifier()
         if modifier.kind == "cce":
             return {}
@@ -156,7 +180,7 @@ class Method(abc.ABC):
         q = jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
         target = modifier(q, logits, step)
         return {"target_eps": jnp.mean(modifier.epsilon(logits, step)),
-                "target_relabeled": jnp.mean(jnp.argmax(target, -1) != labels)}
+                "target_label_changed": jnp.mean(jnp.argmax(target, -1) != labels)}
 
     def refresh_due(self, step: int) -> bool:
         del step

@@ -7,7 +7,9 @@ Loss = xe(labeled) + w(t) * mean((softmax(student(x')) - softmax(teacher(x'')))^
 the unlabeled images, w = 8 ramped like the other consistency terms; x' and x'' are
 independent augmentations. The student's pass over concat(labeled, unlabeled) is the
 clean pass; the teacher's pass normalises with batch statistics, never writes them,
-runs on the same masks and carries no gradient.
+runs on the same masks and carries no gradient. Like Oliver et al.'s code it takes the
+whole batch, concat(labeled, unlabeled), by default (`mean_teacher.target_pass =
+"batch"`; "unlabeled": the unlabeled images alone).
 
 This teacher is separate from `TrainState.ema_params` (the evaluation EMA, decay
 `ema_decay`): Oliver's teacher decay 0.95 is a training choice, not an evaluation one.
@@ -19,10 +21,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sslj.common.checks import check_number
-from sslj.data.augment import to_float
+from sslj.common.checks import check_choice, check_number
 from sslj.losses import softmax_mse
-from sslj.methods.base import Method, Term, clean_pass, supervised_xe
+from sslj.methods.base import TARGET_PASSES, Method, Term, clean_pass, supervised_xe, target_pass
 
 
 def ema_update(teacher, student, decay: float):
@@ -38,6 +39,7 @@ class MeanTeacher(Method):
         super().validate(config)
         check_number(config, "mean_teacher.weight", low=0.0)
         check_number(config, "mean_teacher.ema_decay", low=0.0, high=1.0)
+        check_choice(config, "mean_teacher.target_pass", TARGET_PASSES)
 
     def init_extra(self, num_unlabeled, variables):
         return {"teacher": jax.tree.map(jnp.copy, dict(variables))}
@@ -45,10 +47,10 @@ class MeanTeacher(Method):
     def outputs(self, ctx, batch, rng):
         r_aug1, r_fwd1, r_aug2, r_fwd2 = jax.random.split(rng, 4)
         logits, logits_u, _ = clean_pass(ctx, batch, r_aug1, r_fwd1)
-        xu = to_float(batch["unlabeled_image"])
         teacher = ctx.state.extra["teacher"]
         teacher_forward = ctx.forward.with_params(teacher["params"], teacher["batch_stats"])
-        logits_teacher = teacher_forward(ctx.augment(xu, r_aug2), rng=r_fwd2, clean=False)
+        logits_teacher = target_pass(ctx, batch, r_aug2, r_fwd2, forward=teacher_forward,
+                                     over=self.config.mean_teacher.target_pass)
         return {"logits": logits, "logits_u": logits_u,
                 "logits_u_teacher": jax.lax.stop_gradient(logits_teacher)}
 

@@ -4,7 +4,10 @@ Two stochastic passes (independent augmentation, noise and dropout) over the unl
 images; loss = xe(labeled) + w(t) * mean((softmax(f(x)) - softmax(f'(x)))^2), with
 w = 20 ramped by exp(-5 (1 - t/T)^2). Pass 1 runs on concat(labeled, unlabeled) so
 BatchNorm sees one batch, and is the "clean" pass that may write the running statistics;
-pass 2 (unlabeled only) never writes them. The second pass is the target and carries no
+pass 2 never writes them and runs, by default, on concat(labeled, unlabeled) too, as
+Oliver et al.'s code (`pi_model.target_pass = "batch"`; "unlabeled": on the unlabeled
+images alone, whose BatchNorm batch statistics then differ from pass 1's wherever the
+two sets differ, as under class mismatch). The second pass is the target and carries no
 gradient (`pi_model.stop_gradient_target`, default True, as in the common
 implementations); set False to back-propagate through both passes.
 """
@@ -13,19 +16,24 @@ from __future__ import annotations
 
 import jax
 
-from sslj.data.augment import to_float
+from sslj.common.checks import check_choice
 from sslj.losses import softmax_mse
-from sslj.methods.base import Method, Term, clean_pass, supervised_xe
+from sslj.methods.base import TARGET_PASSES, Method, Term, clean_pass, supervised_xe, target_pass
 
 
 class PiModel(Method):
     name = "pi_model"
 
+    @classmethod
+    def validate(cls, config):
+        super().validate(config)
+        check_choice(config, "pi_model.target_pass", TARGET_PASSES)
+
     def outputs(self, ctx, batch, rng):
         r_aug1, r_fwd1, r_aug2, r_fwd2 = jax.random.split(rng, 4)
         logits, logits_u, _ = clean_pass(ctx, batch, r_aug1, r_fwd1)
-        xu = to_float(batch["unlabeled_image"])
-        logits2 = ctx.forward(ctx.augment(xu, r_aug2), rng=r_fwd2, clean=False)
+        logits2 = target_pass(ctx, batch, r_aug2, r_fwd2,
+                              over=self.config.pi_model.target_pass)
         if self.config.pi_model.stop_gradient_target:
             logits2 = jax.lax.stop_gradient(logits2)
         return {"logits": logits, "logits_u": logits_u, "logits_u_target": logits2}

@@ -2,10 +2,22 @@
 
 `pseudo_label` (online, Oliver et al. 2018): each step, the clean pass's prediction on
 an unlabeled image gives its pseudo-label argmax p (no gradient) when max p exceeds the
-threshold (0.95); loss = xe(labeled) + w(t) * mean over the *confident* unlabeled
-examples of xe(logits, pseudo-label) (TF1's SUM_BY_NONZERO_WEIGHTS, as Oliver's code;
-zero when none is confident), w = 1 ramped like the consistency terms, lr 3e-4.
+threshold (0.95, strictly: p = 0.95 is not confident, as `tf.greater` in Oliver's code);
+loss = xe(labeled) + w(t) * (1 / B_u) sum over the confident unlabeled examples of
+xe(logits, pseudo-label), w = 1 ramped like the consistency terms, lr 3e-4.
 Unconfident examples contribute exactly zero loss and zero gradient.
+
+The normalisation (`pseudo_label.normalize`):
+  * "batch" (default): the sum over confident examples divided by the whole unlabeled
+    batch, as Oliver's code (`lib/ssl_utils.diff_costs`: the per-example loss times the
+    mask, `tf.reduce_mean` over the batch; its labeled term is divided by the same
+    batch size, so the ratio of the two terms is sslj's);
+  * "confident": divided by the number of confident examples (zero when none is),
+    which weights the term by up to B_u / n_confident more when few predictions pass
+    the threshold, as under class mismatch.
+Oliver's code writes the term as reverse_kl against the logits 10 * onehot(argmax p):
+a cross-entropy with a target of (C - 1) e^-10 less than one-hot (2e-4 at C = 6), minus
+that target's constant entropy. sslj uses the one-hot target.
 
 `pseudo_label_accumulated` (the SSL report's Task 1): train on labeled data only for
 `warmup_epochs`; from then on, after every epoch the whole unlabeled set is predicted
@@ -13,7 +25,10 @@ Unconfident examples contribute exactly zero loss and zero gradient.
 probability exceeds the threshold joins the pseudo-labeled set with its argmax label.
 The set only grows: a member keeps the label it was admitted with (the report
 "accumulates" confident examples). Members in the unlabeled batch add
-w * mean xe(logits, stored label); non-members add nothing. An epoch is
+w * (1 / B_u) sum xe(logits, stored label); non-members add nothing
+(`pseudo_label_accumulated.normalize`, as above: "batch" gives every example, labeled or
+pseudo-labelled, the same weight, as the report's training on "a combination of those
+sets"; "confident" divides by the members in the batch). An epoch is
 `epoch_steps` steps (0: one pass over the unlabeled set, ceil(U / unlabeled batch)).
 The report's settings: threshold 0.95 / 0.75 / 0.6, 10 warm-up epochs of 300.
 
@@ -40,7 +55,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sslj.common.checks import check_bool, check_number
+from sslj.common.checks import check_bool, check_choice, check_number
 from sslj.losses import cross_entropy
 from sslj.methods.base import Method, Term, clean_pass, supervised_xe
 
@@ -71,6 +86,19 @@ def align_distribution(probs: np.ndarray, prior: np.ndarray | None = None) -> np
     return q / q.sum(axis=-1, keepdims=True)
 
 
+NORMALIZATIONS = ("batch", "confident")
+
+
+def pseudo_label_loss(logits_u, pseudo_label, selected, normalize: str):
+    """Cross-entropy of the selected unlabeled examples against their pseudo-labels,
+    divided by the batch size (`"batch"`) or by the number selected (`"confident"`,
+    zero when none is)."""
+    if normalize == "batch":
+        per_example = cross_entropy(logits_u, pseudo_label, reduction="none")
+        return jnp.mean(jnp.where(selected, per_example, 0.0))
+    return cross_entropy(logits_u, pseudo_label, where=selected)
+
+
 def _one_clean_pass(ctx, batch, rng):
     logits, logits_u, _ = clean_pass(ctx, batch, *jax.random.split(rng))
     return {"logits": logits, "logits_u": logits_u}
@@ -84,6 +112,7 @@ class PseudoLabel(Method):
         super().validate(config)
         check_number(config, "pseudo_label.weight", low=0.0)
         check_number(config, "pseudo_label.threshold", low=0.0, high=1.0)
+        check_choice(config, "pseudo_label.normalize", NORMALIZATIONS)
 
     def outputs(self, ctx, batch, rng):
         out = _one_clean_pass(ctx, batch, rng)
@@ -92,9 +121,10 @@ class PseudoLabel(Method):
         return {**out, "pseudo_label": label, "confident": confident}
 
     def terms(self):
+        normalize = self.config.pseudo_label.normalize
         return (Term("xe", supervised_xe),
-                Term("pl", lambda o, b: cross_entropy(o["logits_u"], o["pseudo_label"],
-                                                      where=o["confident"]),
+                Term("pl", lambda o, b: pseudo_label_loss(o["logits_u"], o["pseudo_label"],
+                                                          o["confident"], normalize),
                      weight=float(self.config.pseudo_label.weight),
                      ramp=self.consistency_ramp()))
 
@@ -118,6 +148,7 @@ class PseudoLabelAccumulated(Method):
         check_number(config, f"{cfg}.warmup_epochs", low=0, integer=True)
         check_number(config, f"{cfg}.epoch_steps", low=0, integer=True)
         check_bool(config, f"{cfg}.align")
+        check_choice(config, f"{cfg}.normalize", NORMALIZATIONS)
 
     @property
     def epoch_steps(self) -> int:
@@ -137,9 +168,10 @@ class PseudoLabelAccumulated(Method):
 
     def terms(self):
         # no ramp: the warm-up epochs are this variant's schedule
+        normalize = self.config.pseudo_label_accumulated.normalize
         return (Term("xe", supervised_xe),
-                Term("pl", lambda o, b: cross_entropy(o["logits_u"], o["pseudo_label"],
-                                                      where=o["member"]),
+                Term("pl", lambda o, b: pseudo_label_loss(o["logits_u"], o["pseudo_label"],
+                                                          o["member"], normalize),
                      weight=float(self.config.pseudo_label_accumulated.weight)))
 
     def monitors(self, outputs, batch):

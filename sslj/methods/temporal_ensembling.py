@@ -12,6 +12,16 @@ an example never seen before has no target yet and adds zero (the mean stays ove
 whole unlabeled batch, the Pi-model's scale). Defaults: alpha = 0.6, w = 30 (Laine &
 Aila's values), ramped like the other consistency terms. One clean pass per step over
 concat(labeled, unlabeled).
+
+Why w = 30 and not 30 x num_labels / N: Laine & Aila's code (s-laine/tempens, train.py)
+scales w_max by the labeled fraction because it trains on mixed minibatches and averages
+the masked cross-entropy over the *whole* minibatch, so its supervised term is itself
+scaled by the labeled fraction; the scaling keeps the ratio of the two terms at w_max.
+sslj averages the supervised term over the labeled batch, so the same ratio is the
+unscaled w_max: with num_labels / N = n / B the reference's loss is (n / B) times sslj's
+(tests/test_consistency_methods.py checks it numerically). Scaling sslj's weight again
+would make the consistency term num_labels / N times (12x at CIFAR-10 / 4,000 labels)
+weaker than the reference's.
 """
 
 from __future__ import annotations

@@ -10,9 +10,12 @@ For each unlabeled image x (after the clean pass's augmentation):
   loss = mean over the batch of D between p(x + r_adv) and p(x), p(x) held constant.
 
 D is the KL divergence. `vat.divergence` picks its direction:
-  * "perturbed_clean" (default, REFERENCE.md): KL(p(x + r) || p(x));
-  * "clean_perturbed": KL(p(x) || p(x + r)), what Miyato's and Oliver's code compute
-    (`kl_divergence_with_logit(q_logit=clean, p_logit=perturbed)`).
+  * "perturbed_clean" (default, REFERENCE.md): KL(p(x + r) || p(x)), the loss of Oliver
+    et al.'s code (`consistency_func = "forward_kl"`: KL(student || teacher) with the
+    student p(x + r_adv) and the teacher p(x), lib/ssl_utils.py);
+  * "clean_perturbed": KL(p(x) || p(x + r)), the loss of Miyato et al.'s own code
+    (`kl_divergence_with_logit(q_logit=clean, p_logit=perturbed)`), and the divergence
+    whose gradient the power iteration of both codes takes.
 Both have the same Hessian at r = 0, so the power iteration finds the same direction.
 
 How H d is computed (`vat.probe`), and why the default departs from the reference:
@@ -40,8 +43,8 @@ against the 3.3 of its own passes (a reference forward plus a forward and backwa
 the input); the VAT step went from 6.0x to 3.6x the supervised step.
 
 Other numerics:
-  * The probe (its reference pass and the power iteration) runs in float32 whatever
-    `compute_dtype` is (in bfloat16 / float16 even x + eps-sized steps of xi vanish,
+  * The probe (its reference pass and the power iteration) runs in float32 (or wider)
+    whatever `compute_dtype` is (in bfloat16 even x + eps-sized steps of xi vanish,
     REFERENCE.md). The final adversarial pass runs at the compute dtype.
   * The power iteration's reference p(x) is its own float32 pass over the unlabeled
     images alone with the step's incoming weights, so D = 0 exactly at r = 0 and H is
@@ -52,8 +55,12 @@ Other numerics:
     statistics, under any `bn_update` policy.
   * `vat.xi` below 1e-12 is rejected; `monitors/vat_r_norm` logs the mean ||r_adv||.
 
-VAT+EntMin (`vat_entmin`) adds the entropy of the clean unlabeled predictions with
-weight `vat.entmin_weight` (Oliver: 0.1).
+VAT+EntMin (`vat_entmin`) adds the mean entropy of the unlabeled predictions with
+weight `vat.entmin_weight` (Oliver: 0.1). As Oliver's code (`entropy_penalty` of the
+student logits, a constant multiplier) the entropy is by default that of the
+adversarial pass p(x + r_adv), with gradient through it, and is not ramped
+(`vat.entmin_pass = "adversarial"`, `vat.entmin_ramp = False`); "clean" and True give
+the entropy of the clean pass, ramped like the VAT term.
 """
 
 from __future__ import annotations
@@ -62,11 +69,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sslj.common.checks import ConfigError, check_choice, check_number
-from sslj.losses import kl_divergence
+from sslj.common.checks import ConfigError, check_bool, check_choice, check_number
+from sslj.losses import entropy, kl_divergence
 from sslj.methods.base import Method, Term, clean_pass, entmin, supervised_xe
 
 DIVERGENCES = ("perturbed_clean", "clean_perturbed")
+ENTMIN_PASSES = ("adversarial", "clean")
 PROBES = ("finite_difference", "hvp")
 MIN_XI = 1e-12  # below this, x + xi d rounds back to x for any float32 image
 
@@ -163,8 +171,10 @@ class VAT(Method):
         xu = jax.lax.stop_gradient(xu)
         # the probe runs on the step's incoming weights: no gradient reaches them from it
         probe_forward = ctx.forward.with_params(ctx.state.params, ctx.state.batch_stats)
+        # float32 at least: a float64 model (the 8-vs-1-device test) probes in float64
+        probe_dtype = jnp.promote_types(ctx.forward.model.dtype, jnp.float32)
         r_adv = adversarial_perturbation(
-            lambda z: probe_forward(z, rng=r_vat, clean=False, dtype=jnp.float32),
+            lambda z: probe_forward(z, rng=r_vat, clean=False, dtype=probe_dtype),
             xu, random_directions(r_dir, batch["unlabeled_index"], xu.shape[1:]),
             xi=float(cfg.xi), eps=float(cfg.eps), power_iterations=int(cfg.power_iterations),
             divergence=divergence_fn(cfg.divergence), unroll=bool(cfg.get("unroll", True)),
@@ -197,11 +207,20 @@ class VATEntMin(VAT):
     def validate(cls, config):
         super().validate(config)
         check_number(config, "vat.entmin_weight", low=0.0)
+        check_choice(config, "vat.entmin_pass", ENTMIN_PASSES)
+        check_bool(config, "vat.entmin_ramp")
         if float(config.get("entmin", {}).get("weight", 0.0)) > 0:
             raise ConfigError("entmin.weight", "vat_entmin already adds EntMin with weight "
                               "vat.entmin_weight", "0.0 with vat_entmin")
 
     def terms(self):
+        cfg = self.config.vat
+        if cfg.entmin_pass == "adversarial":
+            def fn(outputs, batch):
+                del batch
+                return jnp.mean(entropy(outputs["logits_u_adv"]))
+        else:
+            fn = entmin  # the clean pass's unlabeled predictions
+        ramp = {"ramp": self.consistency_ramp()} if cfg.entmin_ramp else {}
         return super().terms() + (
-            Term("entmin", entmin, weight=float(self.config.vat.entmin_weight),
-                 ramp=self.consistency_ramp()),)
+            Term("entmin", fn, weight=float(cfg.entmin_weight), **ramp),)

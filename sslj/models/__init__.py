@@ -17,7 +17,10 @@ from sslj.models.convnet import ICNMnistNet, SmallCNN
 from sslj.models.resnet import CifarResNet
 from sslj.models.wrn import WideResNet
 
-COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+# float16 is refused: sslj does no loss scaling, and without it every gradient entry
+# below float16's smallest subnormal (6e-8) becomes zero and every one above 65504
+# overflows. bfloat16 has float32's exponent range and needs no scaling.
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "wrn28_2": functools.partial(WideResNet, depth=28, widen_factor=2),
@@ -52,4 +55,7 @@ def validate_config(config) -> None:
             raise ConfigError(f"model_kwargs.{key}", f"not an argument of {config.model}",
                               model_arguments(config.model))
     if "compute_dtype" in config:
+        if config.compute_dtype == "float16":
+            raise ConfigError("compute_dtype", "float16 needs loss scaling, which sslj does "
+                              "not do: its gradients underflow to zero", list(COMPUTE_DTYPES))
         check_choice(config, "compute_dtype", COMPUTE_DTYPES)

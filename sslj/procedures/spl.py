@@ -19,6 +19,22 @@ model selection on V2 -> test.
 4. After identification and after every round: accuracy on V2 (model selection), on V1
    and on the test set. The reported test accuracy is the one at the best V2 accuracy.
 
+sslj follows Algorithm 1, not what the official code's `main()` (Zhanlo/SPL, SPL.py)
+actually trains. That code builds both optimizers at the start of every iteration with
+`filter(requires_grad)` / `v.requires_grad`, while the other half is frozen: at
+iteration 0 the weights are frozen (`freeze_weights: True`), so both optimizers hold
+only the masks and the outer phase moves no weight; at every later iteration the
+previous outer phase left the masks frozen, so both optimizers hold only the weights
+and the inner phase moves no mask. Its masks therefore learn in the first iteration
+only and its weights only after it. Here every round moves the masks in its inner
+steps and the safe weights in its outer steps.
+
+Outer steps: `spl.outer_optimizer` "continue" (default) goes on with the pretraining's
+optimizer state and schedule; "fresh" starts a new state at identification with the
+constant `spl.outer_lr`. `spl.reset_ema` (default True) restarts the evaluation EMA
+from the weights at identification, so the EMA column averages the masked network's
+own trajectory rather than mixing in the unmasked pretraining's weights.
+
 Writes to the workdir: config.json, splits, metrics.jsonl (`spl/*` per round),
 checkpoints/ (one per round: an interrupted procedure resumes at the last finished
 round; `stop_at` pre-empts the pretraining at that step, or the rounds at the first
@@ -50,9 +66,10 @@ from sslj.spl import bilevel
 from sslj.spl import masks as masks_lib
 from sslj.spl.plots import plot_layer_ratios, plot_rounds
 from sslj.train.checkpoint import Checkpointer
-from sslj.train.evaluate import EvalSet, evaluate, make_predict, softmax
+from sslj.train.evaluate import EvalSet, evaluate, make_predict, max_log_softmax
 from sslj.train.loop import check_finite, init_state, summarize, train_streams
 from sslj.train.metrics import MetricWriter
+from sslj.train.optim import make_optimizer
 from sslj.train.step import make_train_step
 
 
@@ -145,10 +162,10 @@ def run_with_parts(config, workdir: str, *, pretrained_dir: str | None = None,
     delta_estimate = None
     if spl.delta_source == "estimate":
         unl = EvalSet(ds.train_images[sp.unlabeled], train_labels[sp.unlabeled], eval_bs, mesh)
-        scores_u = softmax(unl.logits(predict, state.params, state.batch_stats,
-                                      state.masks)).max(-1)
-        scores_v1 = softmax(sets["v1"].logits(predict, state.params, state.batch_stats,
-                                              state.masks)).max(-1)
+        scores_u = max_log_softmax(unl.logits(predict, state.params, state.batch_stats,
+                                              state.masks))
+        scores_v1 = max_log_softmax(sets["v1"].logits(predict, state.params,
+                                                      state.batch_stats, state.masks))
         delta_estimate = masks_lib.estimate_mismatch(scores_u, scores_v1,
                                                       float(spl.estimate_quantile))
     p, delta, tau = safe_ratio_for(cfg, sp, delta_estimate)
@@ -162,17 +179,24 @@ def run_with_parts(config, workdir: str, *, pretrained_dir: str | None = None,
     if finetune:  # no masks at all: the state keeps its all-ones scalar masks
         masks = state.masks
     else:
-        masks = masks_lib.masks_from_scores(scores, ident.counts, kind)
-    state = sharding.replicate(mesh, state.replace(
-        masks=masks, mask_scores=scores, mask_opt_state=inner_opt.init(scores)))
+        masks = masks_lib.masks_from_scores(scores, ident.counts, kind, spl.rank_by)
+    outer_cfg, outer_opt = outer_training(cfg, exp.optimizer)
+    state = state.replace(masks=masks, mask_scores=scores, mask_opt_state=inner_opt.init(scores))
+    if spl.outer_optimizer == "fresh":
+        state = state.replace(opt_state=outer_opt.init(state.params))
+    if spl.reset_ema:  # the EMA averages the masked network from identification on
+        state = state.replace(ema_params=jax.tree.map(jnp.copy, state.params))
+    state = sharding.replicate(mesh, state)
     layer_ratios_init = masks_lib.layer_ratios(state.masks, spec)
 
     # ------------------------------------------------------------ steps and streams
-    outer_method = Supervised(cfg) if finetune else bilevel.outer_method(cfg, exp.method)
+    outer_method = (Supervised(outer_cfg) if finetune
+                    else bilevel.outer_method(outer_cfg, exp.method))
     parts = SPLParts(
         inner_step=bilevel.make_inner_step(exp.model, ident.counts, kind, inner_opt, mesh,
-                                           bn_update=bool(spl.inner_bn_update)),
-        outer_step=make_train_step(exp.model, outer_method, exp.optimizer, cfg, mesh),
+                                           bn_update=bool(spl.inner_bn_update),
+                                           rank_by=spl.rank_by),
+        outer_step=make_train_step(exp.model, outer_method, outer_opt, outer_cfg, mesh),
         identification=ident, spec=spec)
     rounds, t_in, t_out = int(spl.rounds), int(spl.inner_steps), int(spl.outer_steps)
     if finetune:  # fine-tune on V1 for as many steps as the masks learn on it
@@ -261,7 +285,7 @@ def run_with_parts(config, workdir: str, *, pretrained_dir: str | None = None,
         return {"stopped_at": stopped}, parts
 
     evals = meta["evals"]
-    best = max(evals, key=lambda e: (e["val_accuracy"], -e["round"]))
+    best = best_round(evals)
     spl_meta = {"best": best, "evals": evals}
     results = summarize(exp, spl_meta, prior_time + time.time() - t_start)
     results["steps"] = int(cfg.num_steps) * bool(spl.pretrain) + rounds * t_out
@@ -284,6 +308,28 @@ def run_with_parts(config, workdir: str, *, pretrained_dir: str | None = None,
             plot_layer_ratios(results, os.path.join(workdir, "spl_layer_ratios.png"))
         plot_rounds(results, os.path.join(workdir, "spl_rounds.png"))
     return results, parts
+
+
+def outer_training(cfg, pretrain_optimizer):
+    """(config, optimizer) of the outer steps. `spl.outer_optimizer = "continue"`: the
+    pretraining's optimizer, its state (Adam moments, momentum) and its schedule from
+    the step the pretraining ended at (so a decayed learning rate stays decayed);
+    "fresh": the same kind of optimizer with a new state, set at identification, and
+    the constant learning rate `spl.outer_lr` (the official code builds a new optimizer
+    for every round, at lr_w = 0.1 with a step decay)."""
+    if cfg.spl.outer_optimizer == "continue":
+        return cfg, pretrain_optimizer
+    out = copy.deepcopy(cfg)
+    with out.unlocked():
+        out.optimizer.lr = float(cfg.spl.outer_lr)
+        out.optimizer.schedule = "constant"
+    return out, make_optimizer(out.optimizer, int(out.num_steps))
+
+
+def best_round(evals: list[dict]) -> dict:
+    """Model selection: the evaluation with the highest V2 accuracy, the earliest round
+    on ties (identification is round 0)."""
+    return max(evals, key=lambda e: (e["val_accuracy"], -e["round"]))
 
 
 def v1_stream(v1, batch_size, cfg, mesh, start):

@@ -9,9 +9,9 @@ TrainState.
   * outer step (Eq. 6, 7, 11): the ordinary train step (`sslj.train.step`) of the outer
     method with the masks frozen in the state; the step keeps every weight whose mask
     is zero bit for bit (`sslj.train.masking.gate_updates`), whatever the optimizer.
-    The outer method is `SPLConsistency` (supervised cross-entropy + `spl.consistency_weight` x
-    ||h(perturb(x)) - h(x)||^2 on the unlabeled batch, Eq. 6-7) or, with
-    `spl.outer_loss = "base"`, the base method's own loss.
+    The outer method is `SPLConsistency` (supervised cross-entropy + a consistency term
+    on the unlabeled batch, Eq. 6-7, normalised as `spl.consistency_normalization`
+    says) or, with `spl.outer_loss = "base"`, the base method's own loss.
 
 BatchNorm during the inner step: the pass uses batch statistics (training mode, as the
 official PyTorch code's mask learning). With `spl.inner_bn_update` (default) it also
@@ -28,7 +28,7 @@ import optax
 
 from sslj.common import sharding
 from sslj.data.augment import to_float
-from sslj.losses import cross_entropy, softmax_squared_l2
+from sslj.losses import cross_entropy, softmax_mse, softmax_squared_l2
 from sslj.methods.base import Term, supervised_xe
 from sslj.methods.pi_model import PiModel
 from sslj.spl.masks import mask_stats, masks_from_scores
@@ -37,22 +37,49 @@ from sslj.train.step import Forward
 
 INNER_OPTIMIZERS = ("adam", "sgd")
 OUTER_LOSSES = ("consistency", "base")
+CONSISTENCY_NORMALIZATIONS = ("official", "per_term_mean")
+RANK_BY = ("score", "magnitude")
+OUTER_OPTIMIZERS = ("continue", "fresh")
 
 
 class SPLConsistency(PiModel):
-    """Eq. 6-7: cross-entropy on the labeled batch + w ||h(perturb(x)) - h(x)||^2 on the
-    unlabeled batch, h the softmax output, perturb the config's stochastic augmentation
-    (two passes as the Pi-model; the second is the target and carries no gradient unless
-    `pi_model.stop_gradient_target` is False). Weight `spl.consistency_weight` (10 in
-    the official code), constant: the outer steps follow a trained model."""
+    """Eq. 6-7: cross-entropy on the labeled images + w Omega(x) on the unlabeled ones,
+    Omega = ||h(perturb(x)) - h(x)||^2 with h the softmax output and perturb the config's
+    stochastic augmentation (two passes as the Pi-model, `pi_model.target_pass`; the
+    second is the target and carries no gradient unless `pi_model.stop_gradient_target`
+    is False). w = `spl.consistency_weight` (10 in the official code), constant: the
+    outer steps follow a trained model.
+
+    The normalisation (`spl.consistency_normalization`):
+      * "official" (default): the official code's `train_second` with its PiModel, both
+        terms summed over their examples and divided by the whole batch B_l + B_u,
+        Omega averaged over the C classes:
+            (sum_l CE + w sum_u mean_c (h' - h)^2) / (B_l + B_u).
+        Eq. 6 sums over D_L and D_U in the same way; the official code's class mean
+        makes w = 10 the paper's weight 1 times 10 / C. The coefficient 10 was chosen
+        with this normalisation, so it is the default.
+      * "per_term_mean": each term a mean over its own batch, Omega summed over classes
+        (Eq. 7 literally): mean_l CE + w mean_u sum_c (h' - h)^2. The consistency term
+        is then C B_l / B_u times stronger against the cross-entropy (4 at C = 6,
+        B_l = 8, B_u = 12).
+    """
 
     name = "spl_consistency"
 
     def terms(self):
-        return (Term("xe", supervised_xe),
+        weight = float(self.config.spl.consistency_weight)
+        if self.config.spl.consistency_normalization == "per_term_mean":
+            return (Term("xe", supervised_xe),
+                    Term("consistency",
+                         lambda o, b: softmax_squared_l2(o["logits_u"], o["logits_u_target"]),
+                         weight=weight))
+        b_l, b_u = int(self.config.batch_size), int(self.config.unlabeled_batch_size)
+        # mean_l CE * B_l / B = sum_l CE / B; softmax_mse (mean over B_u and C) * B_u / B
+        # = sum_u mean_c / B
+        return (Term("xe", supervised_xe, weight=b_l / (b_l + b_u)),
                 Term("consistency",
-                     lambda o, b: softmax_squared_l2(o["logits_u"], o["logits_u_target"]),
-                     weight=float(self.config.spl.consistency_weight)))
+                     lambda o, b: softmax_mse(o["logits_u"], o["logits_u_target"]),
+                     weight=weight * b_u / (b_l + b_u)))
 
 
 def outer_method(config, base_method):
@@ -71,7 +98,7 @@ def inner_optimizer(spl_config) -> optax.GradientTransformation:
 
 
 def make_inner_step_fn(model, counts, kind: str, optimizer: optax.GradientTransformation,
-                       bn_update: bool = True):
+                       bn_update: bool = True, rank_by: str = "score"):
     """The un-jitted inner step `(state, batch, index) -> (state, metrics)`.
 
     `batch` = {"image", "label"} from V1; `index` (an int32 scalar) counts inner steps
@@ -85,7 +112,7 @@ def make_inner_step_fn(model, counts, kind: str, optimizer: optax.GradientTransf
         params = jax.lax.stop_gradient(state.params)
 
         def loss_fn(scores):
-            masks = masks_from_scores(scores, counts, kind)
+            masks = masks_from_scores(scores, counts, kind, rank_by)
             forward = Forward(model, apply_masks(params, masks), state.batch_stats,
                               "clean" if bn_update else "none", masks)
             logits = forward(x, rng=rng, clean=True)
@@ -95,7 +122,7 @@ def make_inner_step_fn(model, counts, kind: str, optimizer: optax.GradientTransf
             state.mask_scores)
         updates, opt_state = optimizer.update(grads, state.mask_opt_state, state.mask_scores)
         scores = optax.apply_updates(state.mask_scores, updates)
-        masks = masks_from_scores(scores, counts, kind)
+        masks = masks_from_scores(scores, counts, kind, rank_by)
         stats_ = mask_stats(masks, state.masks, counts)
         new_state = state.replace(mask_scores=scores, mask_opt_state=opt_state, masks=masks,
                                   batch_stats=stats)
@@ -110,9 +137,9 @@ def make_inner_step_fn(model, counts, kind: str, optimizer: optax.GradientTransf
 
 
 def make_inner_step(model, counts, kind, optimizer, mesh, *, bn_update: bool = True,
-                    donate: bool = True):
+                    rank_by: str = "score", donate: bool = True):
     """`make_inner_step_fn` jitted once: state replicated, batch sharded on the data axis."""
     repl = sharding.replicated(mesh)
-    return jax.jit(make_inner_step_fn(model, counts, kind, optimizer, bn_update),
+    return jax.jit(make_inner_step_fn(model, counts, kind, optimizer, bn_update, rank_by),
                    in_shardings=(repl, sharding.batch_sharding(mesh), repl),
                    out_shardings=(repl, repl), donate_argnums=(0,) if donate else ())

@@ -73,7 +73,8 @@ def safe_ratio(delta: float, tau: float) -> float:
 def estimate_mismatch(scores_unlabeled: np.ndarray, scores_seen: np.ndarray,
                       quantile: float = 0.5) -> float:
     """Estimates delta when it is not known: a mixture-proportion estimate from the
-    pretrained model's max-softmax scores.
+    pretrained model's max-softmax scores (any increasing function of them: the
+    procedure passes `sslj.train.evaluate.max_log_softmax`, which does not saturate).
 
     The unlabeled scores are a mixture (1 - delta) F_seen + delta F_unseen. Let t be the
     `quantile` (alpha) of held-out seen-class scores (V1, never trained on), so
@@ -214,17 +215,27 @@ def _soft_bwd(residual, g):
 soft_mask.defvjp(_soft_fwd, _soft_bwd)
 
 
-def masks_from_scores(scores, counts, kind: str):
+def masks_from_scores(scores, counts, kind: str, rank_by: str = "score"):
     """The masks the forward pass uses, from the relaxed scores: per masked leaf
     `hard_mask(score, k^l)` or `soft_mask(score)`; unmasked leaves (count None) stay at
-    a constant scalar 1.0 (no gradient)."""
+    a constant scalar 1.0 (no gradient).
+
+    `rank_by` (hard mask): "score" keeps the k^l largest scores (Eq. 9); "magnitude"
+    the k^l largest |score|, as the official code (`PretrainConv.clamped_masks` =
+    mask.abs()), whose gradient then carries the score's sign. The two differ once an
+    inner step drives a score below zero: a large negative score is harmful under Eq. 9
+    and safe under the official ranking."""
     if kind not in MASK_KINDS:
         raise ValueError(f"mask kind {kind!r}, allowed {MASK_KINDS}")
+    if rank_by not in ("score", "magnitude"):
+        raise ValueError(f"rank_by {rank_by!r}, allowed ('score', 'magnitude')")
 
     def one(s, k):
         if k is None:
             return jnp.ones((), jnp.float32)
-        return hard_mask(s, k) if kind == "hard" else soft_mask(s)
+        if kind == "soft":
+            return soft_mask(s)
+        return hard_mask(jnp.abs(s) if rank_by == "magnitude" else s, k)
 
     return jax.tree.map(one, scores, counts, is_leaf=lambda x: x is None)
 

@@ -13,7 +13,13 @@ from sslj.common.checks import (
     device_count,
     get_field,
 )
-from sslj.spl.bilevel import INNER_OPTIMIZERS, OUTER_LOSSES
+from sslj.spl.bilevel import (
+    CONSISTENCY_NORMALIZATIONS,
+    INNER_OPTIMIZERS,
+    OUTER_LOSSES,
+    OUTER_OPTIMIZERS,
+    RANK_BY,
+)
 from sslj.spl.masks import IDENTIFY, MASK_KINDS
 
 DELTA_SOURCES = ("split", "given", "estimate")
@@ -29,6 +35,18 @@ def validate_config(config, devices: int | None = None) -> None:
     check_choice(config, "spl.delta_source", DELTA_SOURCES)
     check_choice(config, "spl.inner_optimizer", INNER_OPTIMIZERS)
     check_choice(config, "spl.outer_loss", OUTER_LOSSES)
+    check_choice(config, "spl.consistency_normalization", CONSISTENCY_NORMALIZATIONS)
+    check_choice(config, "spl.rank_by", RANK_BY)
+    check_choice(config, "spl.outer_optimizer", OUTER_OPTIMIZERS)
+    check_number(config, "spl.outer_lr", low=0.0)
+    check_bool(config, "spl.reset_ema")
+    if config.spl.outer_optimizer == "fresh" and not config.spl.outer_lr > 0:
+        raise ConfigError("spl.outer_lr", "is 0 but spl.outer_optimizer = 'fresh' needs a "
+                          "learning rate", "(0, inf)")
+    if config.spl.outer_optimizer == "continue" and config.spl.outer_lr > 0:
+        raise ConfigError("spl.outer_lr", f"{config.spl.outer_lr} is ignored: "
+                          "spl.outer_optimizer = 'continue' keeps the pretraining's "
+                          "schedule", "0.0, or spl.outer_optimizer = 'fresh'")
     check_number(config, "spl.delta", low=0.0, high=1.0)
     check_number(config, "spl.estimate_quantile", low=0.0, high=1.0, low_open=True)
     if config.spl.estimate_quantile >= 1.0:

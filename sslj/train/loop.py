@@ -148,7 +148,10 @@ def train_and_evaluate(exp: Experiment, workdir: str, *, stop_at: int | None = N
     train_labels = splits_lib.relabel(ds.train_labels, seen)
     test_labels = splits_lib.relabel(ds.test_labels, seen)
     eval_bs = int(cfg.eval_batch_size)
-    val_set = EvalSet(ds.train_images[sp.validation], train_labels[sp.validation], eval_bs, mesh)
+    val_set = None  # split.num_validation = 0: no selection, the final model is reported
+    if len(sp.validation):
+        val_set = EvalSet(ds.train_images[sp.validation], train_labels[sp.validation], eval_bs,
+                          mesh)
     test_set = EvalSet(ds.test_images, test_labels, eval_bs, mesh)
     train_set = None  # the noisy labeled set, for the learning dynamics
     if exp.noise is not None:
@@ -176,7 +179,8 @@ def train_and_evaluate(exp: Experiment, workdir: str, *, stop_at: int | None = N
     batches = train_streams(exp).iterate(mesh, start_step=start)
 
     def run_eval(step: int) -> dict:
-        val = evaluate(predict, state.params, state.batch_stats, state.masks, val_set)
+        val = (evaluate(predict, state.params, state.batch_stats, state.masks, val_set)
+               if val_set is not None else {"accuracy": None})
         test = evaluate(predict, state.params, state.batch_stats, state.masks, test_set)
         ema_test = evaluate(predict, state.ema_params, state.batch_stats, state.masks, test_set)
         record = {"step": step, "val_accuracy": val["accuracy"],
@@ -187,9 +191,11 @@ def train_and_evaluate(exp: Experiment, workdir: str, *, stop_at: int | None = N
             dyn = learning_dynamics(logits, train_set.labels, clean_labels, modifier, step)
             record.update({f"dynamics/{k}": v for k, v in dyn.items()})
         meta["evals"].append(record)
-        if meta["best"] is None or record["val_accuracy"] > meta["best"]["val_accuracy"]:
+        if val_set is not None and (meta["best"] is None or
+                                    record["val_accuracy"] > meta["best"]["val_accuracy"]):
             meta["best"] = record
-        writer.write(step, {f"eval/{k}": v for k, v in record.items() if k != "step"})
+        writer.write(step, {f"eval/{k}": v for k, v in record.items()
+                            if k != "step" and v is not None})
         return record
 
     from tqdm.auto import tqdm
@@ -227,8 +233,9 @@ def train_and_evaluate(exp: Experiment, workdir: str, *, stop_at: int | None = N
                 bar.set_postfix(loss=f"{mean['losses/total']:.3f}", refresh=False)
             if is_eval:
                 rec = run_eval(step)
-                bar.set_postfix(loss=f"{mean['losses/total']:.3f}",
-                                val=f"{rec['val_accuracy']:.3f}", refresh=False)
+                if rec["val_accuracy"] is not None:
+                    bar.set_postfix(loss=f"{mean['losses/total']:.3f}",
+                                    val=f"{rec['val_accuracy']:.3f}", refresh=False)
             if is_save:
                 meta["data_position"] = {"labeled": step * int(cfg.batch_size),
                                          "unlabeled": step * int(cfg.unlabeled_batch_size),
@@ -257,9 +264,15 @@ def train_and_evaluate(exp: Experiment, workdir: str, *, stop_at: int | None = N
 
 
 def summarize(exp: Experiment, meta: dict, wall_time_s: float) -> dict:
-    """results.json's content from the evaluations in `meta` ({"evals", "best"})."""
+    """results.json's content from the evaluations in `meta` ({"evals", "best"}).
+
+    With no validation set (`best` None) every "at best val" field is None and
+    `selection` says the final model is reported.
+    """
     cfg, sp = exp.config, exp.splits
     evals, best = meta["evals"], meta["best"]
+    at_best = best or dict.fromkeys(("test_accuracy", "val_accuracy", "step",
+                                     "ema_test_accuracy", "test_auroc"))
     last_n = int(cfg.get("median_last_evals", 20))
     target = cfg.get("target", {}).get("kind", "cce")
     return {
@@ -269,16 +282,18 @@ def summarize(exp: Experiment, meta: dict, wall_time_s: float) -> dict:
                   if cfg.get("noise", {}).get("kind", "none") != "none" else "none"),
         "split": sp.name,
         "steps": int(cfg.num_steps),
-        "test_accuracy_at_best_val": best["test_accuracy"],
-        "best_val_accuracy": best["val_accuracy"],
-        "best_step": best["step"],
+        "selection": "validation" if best is not None else "final (no validation set)",
+        "test_accuracy_at_best_val": at_best["test_accuracy"],
+        "best_val_accuracy": at_best["val_accuracy"],
+        "best_step": at_best["step"],
         "ema_test_accuracy": evals[-1]["ema_test_accuracy"],
-        "ema_test_accuracy_at_best_val": best["ema_test_accuracy"],
+        "ema_test_accuracy_at_best_val": at_best["ema_test_accuracy"],
         "median_test_accuracy": float(
             np.median([e["test_accuracy"] for e in evals[-last_n:]])),
         "median_over_last_evals": min(last_n, len(evals)),
         "final_test_accuracy": evals[-1]["test_accuracy"],
-        "unseen_auroc_at_best_val": best["test_auroc"],
+        "unseen_auroc_at_best_val": at_best["test_auroc"],
+        "final_unseen_auroc": evals[-1]["test_auroc"],
         "wall_time_s": wall_time_s,
         "history": evals,
     }

@@ -4,7 +4,7 @@ policy, step counts and intervals, batch sizes (divisible by the devices), EMA, 
 from __future__ import annotations
 
 from sslj.common.checks import check_choice, check_divisible, check_number, device_count
-from sslj.train.optim import OPTIMIZERS
+from sslj.train.optim import DECAY_PARAMS, OPTIMIZERS
 from sslj.train.schedules import LR_SCHEDULES, RAMPS
 from sslj.train.step import BN_UPDATE_POLICIES
 
@@ -16,6 +16,8 @@ def validate_config(config, devices: int | None = None) -> None:
     the batches are split over (default: every device)."""
     check_choice(config, "bn_update", BN_UPDATE_POLICIES)
     check_choice(config, "optimizer.name", OPTIMIZERS)
+    if "decay_params" in config.optimizer:
+        check_choice(config, "optimizer.decay_params", DECAY_PARAMS)
     check_choice(config, "optimizer.schedule", LR_SCHEDULES)
     check_choice(config, "ramp.kind", RAMPS)
     check_number(config, "seed", low=0, integer=True)
