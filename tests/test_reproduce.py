@@ -43,7 +43,7 @@ def test_oliver_table1_configs_validate_and_split_at_paper_sizes():
 
     sizes = {"oliver_cifar10_4000": (np.repeat(np.arange(10), 5000), 4000, 41000, 5000),
              "oliver_svhn_1000": (np.random.default_rng(0).choice(
-                 10, 73257, p=np.r_[0.07, 0.19, np.full(8, 0.74 / 8)]), 1000, 64932, 7325)}
+                 10, 73257, p=np.r_[0.07, 0.19, np.full(8, 0.74 / 8)]), 1000, 64931, 7326)}
     for name, (labels, n_labeled, n_unlabeled, n_val) in sizes.items():
         module = importlib.import_module(f"experiments.configs.{name}")
         c = module.get_config()
@@ -55,7 +55,8 @@ def test_oliver_table1_configs_validate_and_split_at_paper_sizes():
                             mismatch_ratio=c.split.mismatch_ratio,
                             labels_per_class=c.split.labels_per_class,
                             unlabeled_size=c.split.unlabeled_size,
-                            num_validation=c.split.num_validation)
+                            num_validation=c.split.num_validation,
+                            validation_source=c.split.validation_source)
         assert (len(sp.labeled), len(sp.unlabeled), len(sp.validation)) == (
             n_labeled, n_unlabeled, n_val)
         assert len(np.intersect1d(sp.labeled, sp.unlabeled)) == 0

@@ -6,8 +6,13 @@
 
 Protocol: seen = the six animal classes (bird 2, cat 3, deer 4, dog 5, frog 6, horse 7),
 400 labels per seen class (2,400), 20,000 unlabeled images of which a fraction
-delta in {0, .25, .5, .75, 1} comes from the four unseen classes, 5,000 seen-class
-validation images; test on the seen classes. Batch 100 (50 labeled + 50 unlabeled),
+delta in {0, .25, .5, .75, 1} comes from the four unseen classes; validation: the
+seen-class part (~3,000) of 5,000 random training images, as Oliver's code
+(`--labeled_classes_filter` over its 5,000-image validation split;
+split.validation_source = "seen_of_random"); test on the seen classes. Oliver's code
+builds each delta's unlabeled set by filtering classes out of the whole training split
+(labeled images included); sslj draws exactly round(delta * 20,000) unseen-class images
+and keeps the labeled ones out. Batch 100 (50 labeled + 50 unlabeled),
 Adam 3e-3 (Pi 3e-4), x0.2 at 400k of 500k steps, consistency weight 20 ramped over
 200k steps, BN decay 0.999 with only the clean pass writing the statistics, VAT
 eps 6.0.
@@ -33,6 +38,7 @@ def get_config():
     c.split.labels_per_class = 400
     c.split.unlabeled_size = 20000
     c.split.num_validation = 5000
+    c.split.validation_source = "seen_of_random"
     c.batch_size = 50
     c.unlabeled_batch_size = 50
     c.eval_batch_size = 1000

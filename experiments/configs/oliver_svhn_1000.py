@@ -6,8 +6,10 @@
         --config.data.data_dir=/data/tfds --workdir runs/oliver_svhn_vatent
     python experiments/reproduce.py --table oliver_table1_svhn --scale full --seeds 5
 
-Protocol: all ten digits seen, 100 labels per class (1,000), 7,325 validation images,
-the other 64,932 of the 73,257 training images unlabeled (the extra split unused);
+Protocol: all ten digits seen, 100 labels per class (1,000), 7,326 validation images
+(Oliver's build_tfrecords.py COUNTS["svhn"]["valid"]), the other 64,931 of the 73,257
+training images unlabeled (the extra split unused; Oliver's code also feeds the labeled
+images as unlabeled ones, sslj keeps the two sets apart);
 no horizontal flips (digits), translation by 2 px, no Gaussian input noise and VAT eps
 1.0 (Oliver et al.'s `svhn_overrides`: gaussian_noise=False, vat_epsilon=1.0);
 everything else as the CIFAR-10 row (oliver_cifar10_4000.py).
@@ -34,8 +36,8 @@ def get_config(method=None):
     c.data.source = "tfds:svhn_cropped"
     c.data.flip = False
     c.split.labels_per_class = 100
-    c.split.num_validation = 7325
-    c.split.unlabeled_size = 73_257 - 1_000 - 7_325
+    c.split.num_validation = 7326
+    c.split.unlabeled_size = 73_257 - 1_000 - 7_326
     c.data.noise_std = 0.0
     c.vat.eps = 1.0
     return c

@@ -9,13 +9,19 @@
 Protocol (REFERENCE.md, the DS3L split that SPL's code uses): WRN-28-2; seen = the six
 animal classes; 400 labels per seen class; 20,000 unlabeled images,
 int(20000 (1 - delta)) / 6 per seen class, the rest spread over the four unseen classes;
-5,000 seen-class validation images split 70 % V1 (mask learning) / 30 % V2 (model
-selection); test on the seen classes. Pretraining: Oliver et al.'s schedule (Adam 3e-3,
-Pi / PL 3e-4, 500k steps, x0.2 at 400k). SPL: p = 1 - delta (1 - tau) with
-tau = 2400 / 20000 = 0.12 (p = 0.736 at delta = 0.3, 0.472 at 0.6); the classifier is
-not masked; outer loss = CE + 10 ||h(perturb(x)) - h(x)||^2. The paper does not give
-the number of rounds R or T; R = 5 rounds of T = 1,000 inner + 1,000 outer steps is our
-choice (T << E = 500k, as the paper asks).
+validation: the seen part (~3,000) of 5,000 random training images, split 70 % V1
+(mask learning) / 30 % V2 (model selection), as load_dataset.py; test on the seen
+classes. Pretraining: Oliver et al.'s schedule (Adam 3e-3, Pi / PL 3e-4, 500k steps,
+x0.2 at 400k). SPL: p = 1 - delta (1 - tau) with tau = 2400 / 20000 = 0.12 (p = 0.736
+at delta = 0.3, 0.472 at 0.6); the classifier is not masked; outer loss = CE + 10 x
+the consistency, normalised as the official code (spl.consistency_normalization). The
+paper does not give the number of rounds R or T; R = 5 rounds of T = 1,000 inner +
+1,000 outer steps is our choice (T << E = 500k, as the paper asks; the official code
+runs 10 iterations of 30 + 30 epochs). Optimizers: sslj's defaults (the scores with
+spl.inner_optimizer at spl.inner_lr, the outer steps continuing the pretraining's
+Adam), where the official code trains both halves with SGD, lr 0.1, momentum 0.9,
+weight decay 5e-4 and a step decay (spl.inner_optimizer = "sgd", spl.outer_optimizer
+= "fresh" with spl.outer_lr come closest).
 
 Expected seen-class test accuracy (%, Table 1; mean +- std of 5 runs):
                  delta=0.3   delta=0.6

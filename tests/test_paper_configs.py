@@ -1,0 +1,359 @@
+"""Every full-scale experiment config carries the hyperparameters published for it.
+
+`PAPER_VALUES` is the table: (config, run, dotted field, expected value, source), one row
+per published value, with the paper, reference-code file or REFERENCE.md section it comes
+from named in the source column. The config is a module of experiments/configs/, with
+`:<arg>` for `get_config(<arg>)` as on the command line (`proselflc_cifar100:final`).
+A row's effective config is what the run trains: `sslj.config.for_method(get_config(),
+run)` (the path of `compare` and experiments/reproduce.py) and, where the module takes a
+run as its argument, the config of `--config <module>.py:<run>` too. A row with run None
+must hold in every run the config trains (`compare`, else `method`).
+
+Where sslj departs on purpose and says so in the config's docstring, the row holds the
+documented value and its source names both. A value that disagrees with its source is a
+config bug: its row is an xfail(strict=True) naming the correct value, until the config
+is fixed. Only configs are built here (milliseconds): nothing trains or loads data.
+"""
+
+import importlib
+from functools import reduce
+from pathlib import Path
+
+import pytest
+
+from sslj.config import for_method, parse_methods, validate_run_name
+
+CONFIGS_DIR = Path(__file__).resolve().parent.parent / "experiments" / "configs"
+EMBEDDED = {"default", "label_noise"}  # the CPU-scale twins, not paper-scale configs
+
+OLIVER_MODULES = ("oliver_cifar10_4000", "oliver_cifar10_mismatch", "oliver_svhn_1000")
+SPL_MODULES = ("spl_cifar10", "spl_cifar100", "spl_tinyimagenet")
+# modules whose get_config(<run>) configures that one run (`--config <module>.py:<run>`)
+RUN_ARGUMENT = {"oliver_cifar10_4000", "oliver_svhn_1000", *SPL_MODULES}
+
+OLIVER = "Oliver et al. 2018"
+HP = "realistic-ssl-evaluation lib/hparams.py"
+RSE = "realistic-ssl-evaluation"
+SPL = "He et al. 2022 (SPL)"
+SPL_CODE = "Zhanlo/SPL"
+PSLC = "Wang et al. 2021 (ProSelfLC)"
+PSLC_CODE = "ProSelfLC-AT"
+
+# Oliver et al.'s training setup, shared by their benchmarks: (run, field, value, source).
+# Checked on every Oliver config, and on every SPL config for the runs SPL pretrains with
+# (SPL's experiments "are built upon (Oliver et al. 2018)").
+OLIVER_TRAINING = [
+    (None, "model", "wrn28_2",
+     f"{OLIVER} Sec. 4: WRN-28-2; {HP} base width=2, num_residual_units=4"),
+    (None, "optimizer.name", "adam", f"{RSE} lib/ssl_framework.py tf.train.AdamOptimizer"),
+    ("supervised", "optimizer.lr", 3e-3, f"{HP} base initial_lr"),
+    ("pi_model", "optimizer.lr", 3e-4, f"{HP} pi_model initial_lr"),
+    ("mean_teacher", "optimizer.lr", 4e-4, f"{HP} mean_teacher initial_lr"),
+    ("vat", "optimizer.lr", 3e-3, f"{HP} base initial_lr (vat overrides no lr)"),
+    ("vat_entmin", "optimizer.lr", 3e-3, f"{HP} base initial_lr (vat overrides no lr)"),
+    ("pseudo_label", "optimizer.lr", 3e-4, f"{HP} pseudo_label initial_lr"),
+    (None, "optimizer.schedule", "staircase",
+     f"{RSE} lib/ssl_framework.py exponential_decay(staircase=True)"),
+    (None, "optimizer.decay_steps", 400_000, f"{HP} base lr_decay_steps"),
+    (None, "optimizer.decay_factor", 0.2, f"{HP} base lr_decay_rate"),
+    (None, "num_steps", 500_000, f"{OLIVER}: 500k steps; {RSE} train_model.py training_length"),
+    (None, "batch_size", 50,
+     f"{OLIVER}: batch 100, half labeled; {RSE} train_model.py batch_size=100, "
+     "lib/data_provider.py shuffle_merge"),
+    (None, "unlabeled_batch_size", 50,
+     f"{OLIVER}: batch 100, half unlabeled; {RSE} train_model.py batch_size=100, "
+     "lib/data_provider.py shuffle_merge"),
+    (None, "ramp.kind", "oliver_exp",
+     f"{RSE} lib/ssl_framework.py cons_multiplier exp(-5 (1 - t / warmup_steps)^2)"),
+    (None, "ramp.steps", 200_000, f"{HP} base warmup_steps"),
+    (None, "bn_update", "clean",
+     f"{RSE} lib/ssl_framework.py: only the clean pass has update_batch_stats=True; "
+     "REFERENCE.md (Oliver testbed)"),
+    ("pi_model", "pi_model.weight", 20.0, f"{HP} pi_model max_cons_multiplier"),
+    ("mean_teacher", "mean_teacher.weight", 8.0, f"{HP} mean_teacher max_cons_multiplier"),
+    ("mean_teacher", "mean_teacher.ema_decay", 0.95, f"{HP} base ema_factor"),
+    ("vat", "vat.weight", 0.3, f"{HP} vat max_cons_multiplier"),
+    ("vat", "vat.power_iterations", 1, "REFERENCE.md (Oliver testbed): 1 power iteration"),
+    ("vat", "vat.divergence", "perturbed_clean",
+     f"{RSE} lib/ssl_utils.py diff_costs forward_kl: KL(p(x + r) || p(x))"),
+    ("vat", "vat.probe", "hvp",
+     "sslj's departure documented in oliver_cifar10_4000.py (exact Hessian-vector "
+     f"product); {HP} vat_xi is a finite-difference probe (vat.probe='finite_difference')"),
+    ("vat", "vat.xi", 1e-6, f"{HP} base vat_xi (the finite-difference probe)"),
+    ("vat_entmin", "vat.weight", 0.3, f"{HP} vat max_cons_multiplier"),
+    ("vat_entmin", "vat.entmin_weight", 0.1, f"{OLIVER} Sec. 4: VAT + EntMin entropy weight 0.1"),
+    ("vat_entmin", "vat.entmin_pass", "adversarial",
+     f"{RSE} lib/ssl_framework.py entropy_penalty(logits_student): p(x + r_adv) for VAT"),
+    ("pseudo_label", "pseudo_label.weight", 1.0, f"{HP} pseudo_label max_cons_multiplier"),
+    ("pseudo_label", "pseudo_label.threshold", 0.95, f"{HP} base pseudo_label_threshold"),
+]
+
+# Oliver et al.'s CIFAR-10 input pipeline (base + cifar10_overrides).
+OLIVER_CIFAR10_DATA = [
+    (None, "data.source", "tfds:cifar10", f"{OLIVER} Table 1 / Fig. 2: CIFAR-10"),
+    (None, "data.flip", True, f"{HP} cifar10_overrides horizontal_flip=True"),
+    (None, "data.crop_pad", 2,
+     f"{HP} base random_translation=True; {RSE} lib/networks.py jitter: 2-px shifts"),
+    (None, "data.pad_mode", "reflect", f"{RSE} lib/networks.py jitter tf.pad mode='REFLECT'"),
+    (None, "data.noise_std", 0.15,
+     f"{HP} base gaussian_noise=True; {RSE} lib/networks.py noise std 0.15"),
+    (None, "vat.eps", 6.0, f"{HP} base vat_epsilon (CIFAR-10)"),
+]
+
+# SPL's protocol, shared by its three configs (spl_cifar10.py: "Protocol as spl_cifar10.py").
+SPL_PROTOCOL = [
+    (None, "split.protocol", "ds3l",
+     f"{SPL} official code {SPL_CODE} load_dataset.py (the DS3L split)"),
+    (None, "split.validation_source", "seen_of_random",
+     f"{SPL_CODE} load_dataset.py: n_valid random training images, split_test keeps the seen"),
+    (None, "split.v1_fraction", 0.7,
+     f"{SPL_CODE} load_dataset.py seg = int(len(validation) * 0.7): V1 70 % / V2 30 %"),
+    (None, "spl.consistency_weight", 10.0, f"{SPL_CODE} myutils/options.py consis_coef=10.0"),
+    (None, "spl.mask_classifier", False,
+     f"{SPL_CODE} SPL.py generate_pr_cfg skips 'fc' / 'classifier'; REFERENCE.md (SPL)"),
+    ("vat+spl", "spl.mask", "hard", f"{SPL} Sec. 3: 'We adopt the hard mask strategy'"),
+    ("pi_model+spl", "spl.mask", "hard", f"{SPL} Sec. 3: 'We adopt the hard mask strategy'"),
+    (None, "spl.rounds", 5,
+     "sslj's choice, spl_cifar10.py docstring (the paper gives no R); the official "
+     f"{SPL_CODE} myutils/options.py default is iteration=10"),
+    (None, "spl.inner_steps", 1000,
+     "sslj's choice, spl_cifar10.py docstring (the paper gives no T, only T << E); the "
+     f"official {SPL_CODE} myutils/options.py default is epochs_m=30 epochs over V1"),
+    (None, "spl.outer_steps", 1000,
+     "sslj's choice, spl_cifar10.py docstring (the paper gives no T, only T << E); the "
+     f"official {SPL_CODE} myutils/options.py default is epochs_w=30 epochs"),
+    (None, "split.unlabeled_size", 20_000, f"{SPL_CODE} myutils/options.py n_unlabels=20000"),
+    (None, "split.mismatch_ratio", 0.3,
+     f"{SPL} Table 1 ratio=0.3 column (options.py's default ratio=0.6 is the other column)"),
+]
+_SPL_RUNS = (None, "supervised", "pi_model", "pseudo_label", "vat")
+_OUR_COUNTS = ("sslj's choice, {} docstring (REFERENCE.md and the paper give no count); "
+               f"the official {SPL_CODE} myutils/options.py defaults, ")
+
+PAPER_VALUES = [
+    # ---- Oliver et al. 2018, "Realistic Evaluation of Deep SSL" ----
+    *[(m, *row) for m in OLIVER_MODULES for row in OLIVER_TRAINING],
+    *[(m, *row) for m in ("oliver_cifar10_4000", "oliver_cifar10_mismatch")
+      for row in OLIVER_CIFAR10_DATA],
+    ("oliver_cifar10_4000", None, "split.protocol", "oliver", "REFERENCE.md (Oliver testbed)"),
+    ("oliver_cifar10_4000", None, "split.seen_classes", tuple(range(10)),
+     f"{OLIVER} Table 1: all ten CIFAR-10 classes labeled"),
+    ("oliver_cifar10_4000", None, "split.mismatch_ratio", 0.0,
+     f"{OLIVER} Table 1: no class mismatch"),
+    ("oliver_cifar10_4000", None, "split.labels_per_class", 400,
+     f"{OLIVER} Table 1: 4,000 labels; {RSE} data/cifar10/label_map_count_4000"),
+    ("oliver_cifar10_4000", None, "split.num_validation", 5000,
+     f"{RSE} build_tfrecords.py COUNTS['cifar10']['valid'] = 5000"),
+    ("oliver_cifar10_mismatch", None, "split.protocol", "oliver",
+     "REFERENCE.md (Oliver testbed)"),
+    ("oliver_cifar10_mismatch", None, "split.seen_classes", (2, 3, 4, 5, 6, 7),
+     f"{OLIVER} Fig. 2: the six animal classes; {RSE} runs/figure-2-*.yml "
+     "--labeled_classes_filter=2,3,4,5,6,7"),
+    ("oliver_cifar10_mismatch", None, "split.labels_per_class", 400,
+     f"{OLIVER} Sec. 4.4: 400 labels per class; REFERENCE.md (Oliver testbed)"),
+    ("oliver_cifar10_mismatch", None, "split.num_validation", 5000,
+     f"REFERENCE.md (Oliver testbed): validation 5,000; {RSE} build_tfrecords.py "
+     "COUNTS['cifar10']['valid'] = 5000"),
+    ("oliver_cifar10_mismatch", None, "split.mismatch_ratio", 0.5,
+     f"{OLIVER} Fig. 2 sweeps {{0, .25, .5, .75, 1}}; {RSE} runs/figure-2-*-ol2.yml "
+     "--unlabeled_classes_filter=0,1,6,7 (half unseen)"),
+    ("oliver_svhn_1000", None, "data.source", "tfds:svhn_cropped",
+     f"{OLIVER} Table 1: SVHN (train split, extra unused)"),
+    ("oliver_svhn_1000", None, "data.flip", False,
+     f"{HP} base horizontal_flip=False (svhn_overrides keeps it)"),
+    ("oliver_svhn_1000", None, "data.crop_pad", 2,
+     f"{HP} base random_translation=True; {RSE} lib/networks.py jitter: 2-px shifts"),
+    ("oliver_svhn_1000", None, "data.pad_mode", "reflect",
+     f"{RSE} lib/networks.py jitter tf.pad mode='REFLECT'"),
+    ("oliver_svhn_1000", None, "data.noise_std", 0.0, f"{HP} svhn_overrides gaussian_noise=False"),
+    ("oliver_svhn_1000", None, "vat.eps", 1.0, f"{HP} svhn_overrides vat_epsilon=1.0"),
+    ("oliver_svhn_1000", None, "split.protocol", "oliver", "REFERENCE.md (Oliver testbed)"),
+    ("oliver_svhn_1000", None, "split.seen_classes", tuple(range(10)),
+     f"{OLIVER} Table 1: all ten digits labeled"),
+    ("oliver_svhn_1000", None, "split.mismatch_ratio", 0.0, f"{OLIVER} Table 1: no class mismatch"),
+    ("oliver_svhn_1000", None, "split.labels_per_class", 100,
+     f"{OLIVER} Table 1: 1,000 labels; {RSE} data/svhn/label_map_count_1000"),
+    ("oliver_svhn_1000", None, "split.num_validation", 7326,
+     f"{RSE} build_tfrecords.py COUNTS['svhn']['valid'] = 7326 and lib/dataset_utils.py "
+     "DATASET_EXAMPLE_COUNT['valid']['svhn'] = 7326"),
+    ("oliver_svhn_1000", None, "split.unlabeled_size", 73_257 - 1_000 - 7_326,
+     f"{RSE}: the 73,257 SVHN training images less labels and validation (sslj keeps the "
+     "labeled images out of the unlabeled set; Oliver's code feeds them as both)"),
+    ("oliver_cifar10_mismatch", None, "split.validation_source", "seen_of_random",
+     f"{RSE} evaluate_model.py --labeled_classes_filter: the seen part of the 5,000 "
+     "validation images"),
+
+    # ---- ProSelfLC, Wang et al. CVPR 2021, CIFAR-100 (Tables 4-5) ----
+    ("proselflc_cifar100", None, "model", "resnet44",
+     f"{PSLC} Table 4: 'All compared methods use ResNet-44'"),
+    ("proselflc_cifar100", None, "data.source", "tfds:cifar100", f"{PSLC} Sec. 5.1: CIFAR-100"),
+    ("proselflc_cifar100", None, "split.seen_classes", tuple(range(100)),
+     f"{PSLC} Sec. 5.1: all 100 classes"),
+    ("proselflc_cifar100", None, "split.labels_per_class", 400,
+     f"{PSLC} Sec. 5: train on 80 % of the training data (400 of 500 per class)"),
+    ("proselflc_cifar100", None, "split.num_validation", 10_000,
+     f"{PSLC} Sec. 5: 20 % trusted training data as the validation set"),
+    ("proselflc_cifar100:final", None, "split.labels_per_class", 500,
+     f"{PSLC} Sec. 5: 'we retrain a model on the entire training data'"),
+    ("proselflc_cifar100:final", None, "split.num_validation", 0,
+     f"{PSLC} Sec. 5: 'we retrain a model on the entire training data'"),
+    ("proselflc_cifar100", None, "noise.kind", "asymmetric",
+     f"{PSLC} Table 4: asymmetric noise columns (the config's default column, r = 0.4)"),
+    ("proselflc_cifar100", None, "noise.rate", 0.4, f"{PSLC} Table 4: asymmetric r = 0.4"),
+    ("proselflc_cifar100:sym0.6", None, "noise.kind", "symmetric",
+     f"{PSLC} Table 4: symmetric noise columns"),
+    ("proselflc_cifar100:sym0.6", None, "noise.rate", 0.6, f"{PSLC} Table 4: symmetric r = 0.6"),
+    ("proselflc_cifar100", None, "optimizer.name", "sgd", f"{PSLC} Sec. 5.1: SGD"),
+    ("proselflc_cifar100", None, "optimizer.lr", 0.1, f"{PSLC} Sec. 5.1: learning rate 0.1"),
+    ("proselflc_cifar100", None, "optimizer.momentum", 0.9, f"{PSLC} Sec. 5.1: momentum 0.9"),
+    ("proselflc_cifar100", None, "optimizer.weight_decay", 5e-4,
+     f"{PSLC} Sec. 5.1: weight decay 5e-4"),
+    ("proselflc_cifar100", None, "optimizer.decay_params", "all",
+     f"official code {PSLC_CODE} src/proselflc/optim/sgd_multistep.py: torch.optim.SGD over "
+     "every parameter; proselflc_cifar100.py docstring"),
+    ("proselflc_cifar100", None, "batch_size", 256,
+     f"{PSLC} Sec. 5.1: batch size 256 (the official code's 128 is the documented "
+     "alternative; proselflc_cifar100.py follows the paper)"),
+    ("proselflc_cifar100", None, "num_steps", 30_000, f"{PSLC} Sec. 5.1: 30k iterations"),
+    ("proselflc_cifar100", None, "optimizer.schedule", "staircase",
+     f"{PSLC} Sec. 5.1: divide the learning rate by 10 at 15k and 22k"),
+    ("proselflc_cifar100", None, "optimizer.decay_steps", (15_000, 22_000),
+     f"{PSLC} Sec. 5.1: divide the learning rate by 10 at 15k and 22k"),
+    ("proselflc_cifar100", None, "optimizer.decay_factor", 0.1,
+     f"{PSLC} Sec. 5.1: divide the learning rate by 10"),
+    ("proselflc_cifar100", None, "data.flip", True,
+     f"{PSLC} Sec. 5.1: the crop is flipped with probability 0.5"),
+    ("proselflc_cifar100", None, "data.crop_pad", 4,
+     f"{PSLC} Sec. 5.1: pad 4 pixels on every side, random 32x32 crop"),
+    ("proselflc_cifar100", None, "data.pad_mode", "zeros",
+     f"{PSLC} Sec. 5.1 (He et al. 2016 padding); official code torchvision zero padding; "
+     "proselflc_cifar100.py docstring"),
+    ("proselflc_cifar100", None, "data.noise_std", 0.0,
+     f"{PSLC} Sec. 5.1: 'simple data augmentation' (pad-crop and flip only)"),
+    ("proselflc_cifar100", "supervised+proselflc", "target.exp_base", 16.0,
+     f"{PSLC} Table 5 searches B in {{8, 10, 12, 14, 16}}; proselflc_cifar100.py docstring: "
+     "B = 16"),
+    ("proselflc_cifar100", "supervised+proselflc", "target.eta", 0.5,
+     f"{PSLC} Eq. for g(t) = h(t / Gamma - 0.5, B)"),
+    ("proselflc_cifar100", "supervised+proselflc", "target.total_steps", 0,
+     f"{PSLC} Sec. 3: Gamma = the number of total iterations (sslj: 0 = num_steps, 30k)"),
+    ("proselflc_cifar100", "supervised+ls", "target.eps", 0.5,
+     f"{PSLC} Sec. 3: fixed eps tried in {{0.125, 0.25, 0.5}}, the best (0.5) displayed"),
+    ("proselflc_cifar100", "supervised+cp", "target.eps", 0.5,
+     f"{PSLC} Sec. 3 and Table 5: CP eps 0.5, the best fixed eps"),
+    ("proselflc_cifar100", "supervised+boot_soft", "target.eps", 0.5,
+     f"{PSLC} Sec. 3 and Table 5: Boot-soft eps 0.5, the best fixed eps"),
+    ("proselflc_cifar100", "supervised+boot_hard", "target.eps", 0.2,
+     "Reed et al. 2015 hard bootstrapping beta = 0.8 (proselflc_cifar100.py docstring; "
+     f"{PSLC} Table 4 copies Boot-hard from Wang et al. 2019, not retrained)"),
+
+    # ---- SPL, He et al. AAAI 2022 (pretraining as Oliver et al., then SPL) ----
+    *[(m, *row[:3], f"{SPL} 'built upon (Oliver et al. 2018)': {row[3]}")
+      for m in SPL_MODULES for row in OLIVER_TRAINING if row[0] in _SPL_RUNS],
+    *[(m, *row) for m in SPL_MODULES for row in SPL_PROTOCOL],
+    *[("spl_cifar10", *row[:3], f"{SPL} 'built upon (Oliver et al. 2018)': {row[3]}")
+      for row in OLIVER_CIFAR10_DATA],
+    ("spl_cifar10", None, "split.seen_classes", (2, 3, 4, 5, 6, 7),
+     f"{SPL_CODE} load_dataset.py labels -= 2 (plane, car -> 8, 9) with n_class=6: bird "
+     "... horse seen; REFERENCE.md (Oliver testbed, class mismatch)"),
+    ("spl_cifar10", None, "split.labels_per_class", 400,
+     f"{SPL_CODE} myutils/options.py n_labels=2400 / n_class=6"),
+    ("spl_cifar10", None, "split.num_validation", 5000,
+     f"{SPL_CODE} myutils/options.py n_valid=5000"),
+    ("spl_cifar10", "vat+spl", "vat.eps", 6.0, f"{SPL_CODE} SPL.py VAT(6, 1e-67, 1): eps 6"),
+    ("spl_cifar10", "vat+spl", "vat.xi", 1e-6,
+     f"REFERENCE.md (SPL): {SPL_CODE} SPL.py VAT(6, 1e-67, 1) has xi = 1e-67, zero in "
+     f"float32; {HP} vat_xi=1e-6 instead"),
+    ("spl_cifar10", "pseudo_label+spl", "pseudo_label.threshold", 0.95,
+     f"{SPL_CODE} SPL.py PL(0.95)"),
+    ("spl_cifar100", None, "data.source", "tfds:cifar100", f"{SPL} Sec. 4: CIFAR-100"),
+    ("spl_cifar100", None, "split.seen_classes", tuple(range(50)),
+     f"{SPL} Sec. 4: 'the first 50 classes as labeled classes'"),
+    ("spl_cifar100", None, "split.labels_per_class", 100,
+     _OUR_COUNTS.format("spl_cifar100.py") + "n_labels=2400 / n_class=6, are CIFAR-10's"),
+    ("spl_cifar100", None, "split.num_validation", 2500,
+     _OUR_COUNTS.format("spl_cifar100.py") + "n_valid=5000, are CIFAR-10's"),
+    ("spl_tinyimagenet", None, "data.source", "tfds:tiny_imagenet",
+     f"{SPL} Sec. 4: TinyImageNet (classes in wnids.txt order, spl_tinyimagenet.py docstring)"),
+    ("spl_tinyimagenet", None, "split.seen_classes", tuple(range(100)),
+     f"{SPL} Sec. 4: 'the first 100 classes as labeled classes'"),
+    ("spl_tinyimagenet", None, "split.labels_per_class", 100,
+     _OUR_COUNTS.format("spl_tinyimagenet.py") + "n_labels=2400 / n_class=6, are CIFAR-10's"),
+    ("spl_tinyimagenet", None, "split.num_validation", 2500,
+     _OUR_COUNTS.format("spl_tinyimagenet.py") + "n_valid=5000, are CIFAR-10's"),
+]
+
+
+def _values(row):
+    """(module, run, field, expected, source) of a plain row or a pytest.param."""
+    return tuple(row.values) if hasattr(row, "values") else tuple(row)
+
+
+def _row_id(values) -> str:
+    module, run, field = values[:3]
+    return f"{module}[{run or '*'}]{field}"
+
+
+def _params(rows):
+    out = []
+    for row in rows:
+        values = _values(row)
+        out.append(pytest.param(*values, id=_row_id(values), marks=getattr(row, "marks", ())))
+    return out
+
+
+def _cli_config(mod, run):
+    """The config `--config <module>.py:<run>` trains: its one run, as experiments/common.py
+    builds it."""
+    c = mod.get_config(run)
+    (only,) = parse_methods(c.get("compare", "")) or (c.method,)
+    return for_method(c, only)
+
+
+def effective_configs(spec: str, run: str | None) -> dict:
+    """{where it came from: effective config} for one row (see the module docstring)."""
+    module, _, arg = spec.partition(":")
+    mod = importlib.import_module(f"experiments.configs.{module}")
+    base = mod.get_config(arg) if arg else mod.get_config()
+    runs = (run,) if run else parse_methods(base.get("compare", "")) or (base.method,)
+    out = {f"for_method({spec}.get_config(), {r!r})": for_method(base, r) for r in runs}
+    if run and module in RUN_ARGUMENT and not arg:
+        out[f"--config {module}.py:{run}"] = _cli_config(mod, run)
+    return out
+
+
+def _field(config, dotted: str):
+    return reduce(lambda node, key: node[key], dotted.split("."), config)
+
+
+def _matches(actual, expected) -> bool:
+    """Floats approximately; bools, ints, strings and tuples exactly, type included."""
+    if isinstance(expected, bool):
+        return actual is expected
+    if isinstance(expected, float):
+        return (isinstance(actual, int | float) and not isinstance(actual, bool)
+                and actual == pytest.approx(expected, rel=1e-9, abs=0.0))
+    if isinstance(expected, int):
+        return isinstance(actual, int) and not isinstance(actual, bool) and actual == expected
+    return type(actual) is type(expected) and actual == expected
+
+
+@pytest.mark.parametrize("module,run,field,expected,source", _params(PAPER_VALUES))
+def test_full_scale_config_carries_the_papers_value(module, run, field, expected, source):
+    if run:
+        validate_run_name(run)
+    for where, config in effective_configs(module, run).items():
+        actual = _field(config, field)
+        assert _matches(actual, expected), (
+            f"{where}: {field} = {actual!r}, but {source} gives {expected!r}")
+
+
+def test_every_full_scale_config_has_rows():
+    """A new paper-scale config cannot be added without its rows, and no row names a
+    config that is gone; no (config, run, field) appears twice."""
+    modules = {p.stem for p in CONFIGS_DIR.glob("*.py")} - {"__init__"} - EMBEDDED
+    keys = [_values(row)[:3] for row in PAPER_VALUES]
+    covered = {spec.partition(":")[0] for spec, _, _ in keys}
+    assert modules - covered == set(), "full-scale configs without a row in PAPER_VALUES"
+    assert covered - modules == set(), "rows for configs that do not exist"
+    assert len(set(keys)) == len(keys), "duplicate (config, run, field) rows"
