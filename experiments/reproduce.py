@@ -55,15 +55,19 @@ def _parse(value: str):
 
 
 def run_table(name: str, scale: str, seeds: int, workdir: str, sets=(),
-              columns=None, rows=None) -> str:
-    """Runs (or reuses) every run of table `name`; `columns` / `rows` restrict it to
-    some sweep values (as printed in the table header) / rows."""
+              columns=None, rows=None, seed_offset: int = 0) -> str:
+    """Runs (or reuses) every run of table `name` for the seeds seed_offset ...
+    seed_offset + seeds - 1; `columns` / `rows` restrict it to some sweep values (as
+    printed in the table header) / rows."""
     import dataclasses
 
     from sslj import config as config_lib
     from sslj.procedures import run
 
     table = TABLES[name]
+    if scale not in table.configs:
+        raise SystemExit(f"error: table {name} has no {scale} scale; allowed: "
+                         f"{sorted(table.configs)}")
     if columns:
         names = {_column_name(table, v): v for v in table.sweep_values}
         unknown = [c for c in columns if c not in names and c not in map(str, names.values())]
@@ -92,7 +96,7 @@ def run_table(name: str, scale: str, seeds: int, workdir: str, sets=(),
     for row in table.methods:
         run_name, row_overrides = table.row(row)
         for value in table.sweep_values:
-            for seed in range(seeds):
+            for seed in range(seed_offset, seed_offset + seeds):
                 cfg = config_lib.for_method(base, run_name)
                 for field, v in {**table.column(value, scale), **row_overrides}.items():
                     _set(cfg, field, v)
@@ -120,7 +124,7 @@ def run_table(name: str, scale: str, seeds: int, workdir: str, sets=(),
         shared.record(cfg, out)
         results.setdefault((row, value), []).append(r[table.metric])
         full.setdefault((row, value), []).append(r)
-    md = markdown(table, results, scale, seeds)
+    md = markdown(table, results, scale, list(range(seed_offset, seed_offset + seeds)))
     with open(os.path.join(workdir, f"{name}_{scale}.md"), "w") as f:
         f.write(md)
     plot(table, results, os.path.join(workdir, f"{name}_{scale}.png"))
@@ -157,9 +161,13 @@ def _percent(table, accuracies):
 
 
 def markdown(table, results, scale, seeds) -> str:
+    """The table (mean +- sample std over `seeds`, the list of seeds run), the paper's
+    numbers where it gives them, then every seed's own number."""
     one_column_paper = bool(table.paper) and not any(
         isinstance(v, dict) for v in table.paper.values())
-    head = [f"{table.title}; scale {scale}, mean +- std over {seeds} seed(s)", "",
+    seed_text = (f"seed {seeds[0]}" if len(seeds) == 1 else
+                 f"mean +- std (ddof 1) over seeds {seeds[0]}-{seeds[-1]}")
+    head = [f"{table.title}; scale {scale}, {seed_text}", "",
             "| row | " + " | ".join(_column_name(table, v) for v in table.sweep_values)
             + (" | paper (full scale)" if one_column_paper else "") + " |",
             "|---" * (len(table.sweep_values) + 1 + one_column_paper) + "|"]
@@ -167,7 +175,7 @@ def markdown(table, results, scale, seeds) -> str:
         cells = []
         for v in table.sweep_values:
             x = _percent(table, results[(m, v)])
-            cell = f"{x.mean():.2f} +- {x.std():.2f}"
+            cell = f"{x.mean():.2f}" + (f" +- {x.std(ddof=1):.2f}" if len(x) > 1 else "")
             paper = table.paper.get(m)
             if isinstance(paper, dict) and v in paper:
                 cell += f" ({paper[v]:.1f})"
@@ -177,6 +185,14 @@ def markdown(table, results, scale, seeds) -> str:
         head.append(f"| {m} | " + " | ".join(cells) + " |")
     if table.reported:
         head += ["", table.reported]
+    if len(seeds) > 1:
+        head += ["", f"Per seed ({' / '.join(map(str, seeds))}):", "",
+                 "| row | " + " | ".join(_column_name(table, v) for v in table.sweep_values)
+                 + " |", "|---" * (len(table.sweep_values) + 1) + "|"]
+        for m in table.methods:
+            head.append(f"| {m} | " + " | ".join(
+                " / ".join(f"{x:.2f}" for x in _percent(table, results[(m, v)]))
+                for v in table.sweep_values) + " |")
     return "\n".join(head) + "\n"
 
 
@@ -208,6 +224,12 @@ def main(argv=None):
     parser.add_argument("--table", required=True, choices=sorted(TABLES))
     parser.add_argument("--scale", default="embedded", choices=["embedded", "full"])
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--seed-offset", type=int, default=0,
+                        help="run seeds OFFSET ... OFFSET + SEEDS - 1 (default 0)")
+    parser.add_argument("--isa", default="", choices=["", "AVX512", "AVX2", "SSE4_2"],
+                        help="append --xla_cpu_max_isa=ISA to the XLA flags: the same "
+                        "runs, numerically equivalent, compiled for another instruction "
+                        "set (their spread shows what rounding alone changes)")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="config override applied to every row, e.g. num_steps=600")
@@ -218,10 +240,15 @@ def main(argv=None):
     from absl import logging
 
     logging.set_verbosity(logging.WARNING)
-    workdir = args.workdir or os.path.join("runs", f"{args.table}_{args.scale}")
+    if args.isa:  # before JAX starts: it reads XLA_FLAGS when its backend initialises
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                                   + f" --xla_cpu_max_isa={args.isa}").strip()
+    workdir = args.workdir or os.path.join(
+        "runs", f"{args.table}_{args.scale}" + (f"_{args.isa.lower()}" if args.isa else ""))
     os.makedirs(workdir, exist_ok=True)
     columns, rows = ([x for x in arg.split(",") if x] for arg in (args.columns, args.rows))
-    print(run_table(args.table, args.scale, args.seeds, workdir, args.set, columns, rows))
+    print(run_table(args.table, args.scale, args.seeds, workdir, args.set, columns, rows,
+                    seed_offset=args.seed_offset))
 
 
 if __name__ == "__main__":

@@ -280,3 +280,18 @@ TABLES["spl_fig3"] = Table(
              "p = 1 - delta (1 - tau) (results.json: spl.safe_ratio); p = 1.0 keeps every "
              "parameter. The pi_model row ignores p.",
 )
+
+
+# ------------------------------------------------------------------ the main job
+TABLES["main_job"] = Table(
+    title="The main job (README, experiments/configs/default.py): MNIST-5k, digits 0-5 "
+          "seen, mismatch 0.6, seen-class test accuracy (%)",
+    methods=("supervised", "pi_model", "pi_model+finetune", "pi_model+spl"),
+    sweep_field="split.mismatch_ratio",
+    sweep_values=(0.6,),
+    configs={"embedded": "default"},
+    report="accuracy",
+    reported="Base rows select on the whole validation set; +finetune (the weights "
+             "fine-tuned on V1, the control for the labels SPL's masks see) and +spl "
+             "select on V2 and start from the pi_model row's run, their pretraining.",
+)

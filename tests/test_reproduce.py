@@ -24,11 +24,19 @@ def test_run_table_wires_rows_and_aggregates(tmp_path, monkeypatch):
     assert len(seen) == len(table.methods) * len(table.sweep_values) * 2
     assert all(s[4] == 7 for s in seen)
     assert {s[3] for s in seen if s[0] == "pi_model"} == {3e-4}  # method override kept
-    # supervised at ratio 0.5: accuracies 0.85, 0.86 -> error 14.5 +- 0.5
+    # supervised at ratio 0.5: accuracies 0.85, 0.86 -> errors 15, 14: 14.5 +- 0.71
+    # (the sample std, ddof 1), then each seed's own number
     row = next(line for line in md.splitlines() if line.startswith("| supervised"))
-    assert "14.50 +- 0.50" in row
+    assert "14.50 +- 0.71" in row
     pi_row = next(line for line in md.splitlines() if line.startswith("| pi_model"))
-    assert pi_row.split("|")[2].strip() == f"{100 * (1 - 0.925):.2f} +- 0.50"
+    assert pi_row.split("|")[2].strip() == "7.50 +- 0.71"  # errors 8, 7 at ratio 0
+    per_seed = md[md.index("Per seed (0 / 1)"):]
+    assert "| supervised | 10.00 / 9.00 |" in per_seed  # ratio 0: errors 10, 9
+    # another seed offset: seeds 2 and 3
+    seen.clear()
+    md2 = reproduce.run_table("oliver_mismatch", "embedded", 2, str(tmp_path / "b"),
+                              sets=["num_steps=7"], rows=["supervised"], seed_offset=2)
+    assert sorted({s[2] for s in seen}) == [2, 3] and "seeds 2-3" in md2
     assert (tmp_path / "oliver_mismatch_embedded.md").read_text() == md
     assert (tmp_path / "oliver_mismatch_embedded.png").stat().st_size > 1000
 
@@ -87,7 +95,7 @@ def test_label_noise_tables_wire_targets_noise_and_dynamics(tmp_path, monkeypatc
     assert {s[2] for s in seen if s[1] in ("ls", "cp", "boot_soft")} == {0.5}
     # accuracy reported (not error), with the paper's number per cell
     row = next(line for line in md.splitlines() if line.startswith("| proselflc"))
-    assert row.split("|")[3].strip() == "89.00 +- 0.00 (68.5)"  # asym 0.3: 0.9 - 0.06 + 0.05
+    assert row.split("|")[3].strip() == "89.00 (68.5)"  # asym 0.3: 0.9 - 0.06 + 0.05
     assert table.paper["cce"]["sym0.6"] == 37.9
     assert (tmp_path / "proselflc_table4_embedded_dynamics.png").stat().st_size > 1000
 
@@ -163,7 +171,7 @@ def test_spl_tables_share_pretraining_and_wire_ablations(tmp_path, monkeypatch):
     assert ("none", 40, 40, True) in rows and ("random", 40, 40, True) in rows
     assert ("magnitude", 0, 0, True) in rows and ("magnitude", 40, 40, False) in rows
     line = next(x for x in md.splitlines() if x.startswith("| w/o pre-training"))
-    assert "35.00 +- 0.00 (32.5)" in line
+    assert "35.00 (32.5)" in line
     # Fig. 3: the p sweep trains the base row once, SPL once per p, and plots Fig. 4
     base_runs.clear(), spl_runs.clear()
     reproduce.run_table("spl_fig3", "embedded", 1, str(tmp_path / "f3"))

@@ -290,7 +290,10 @@ def test_inner_step_leaves_every_weight_bit_identical(kind, devices):
     assert np.isfinite(float(metrics["spl/inner_loss"]))
 
 
-@pytest.mark.parametrize("opt_name,wd", [("adam", 0.0), ("adam", 5e-4), ("nesterov", 5e-4)])
+@pytest.mark.parametrize("opt_name,wd", [
+    ("adam", 5e-4),
+    pytest.param("adam", 0.0, marks=pytest.mark.slow),
+    pytest.param("nesterov", 5e-4, marks=pytest.mark.slow)])
 def test_outer_step_leaves_every_harmful_weight_bit_identical(opt_name, wd, devices):
     """Adam moments and momentum from pretraining, and weight decay, would move harmful
     weights; the step must keep them exactly."""

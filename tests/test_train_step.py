@@ -195,10 +195,10 @@ def _setup(method, devices, **overrides):
     return c, exp, sharding.replicate(exp.mesh, state), batches
 
 
-@pytest.mark.parametrize("method", ["supervised", "pi_model", "vat", "mean_teacher",
-                                    "temporal_ensembling", "pseudo_label",
-                                    "pseudo_label_accumulated", "pi_model+proselflc",
-                                    "supervised+boot_hard"])
+@pytest.mark.parametrize("method", ["supervised", "pi_model", "vat"] + [
+    pytest.param(m, marks=pytest.mark.slow)  # the same check; the fast subset keeps three
+    for m in ("mean_teacher", "temporal_ensembling", "pseudo_label", "pseudo_label_accumulated",
+              "pi_model+proselflc", "supervised+boot_hard")])
 def test_step_compiles_once_over_many_steps(method, devices):
     chex.clear_trace_counter()  # the counter is global; earlier parametrizations count too
     c, exp, state, batches = _setup(method, devices)
