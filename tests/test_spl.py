@@ -532,3 +532,23 @@ def test_finetune_baseline_and_ablations_run(pretrained, tmp_path):
     assert soft["history"][-1]["step"] == 12
     with open(tmp_path / "soft" / "results.json") as f:
         assert json.load(f)["spl"]["mask"] == "soft"
+
+
+def test_outer_training_continues_or_starts_fresh_and_finetune_has_its_own_lr():
+    from sslj.procedures.spl import outer_training
+
+    base = for_method(tiny_config(), "pi_model+spl")
+    pretrain_opt = object()
+    cfg, opt = outer_training(base, pretrain_opt)
+    assert cfg is base and opt is pretrain_opt  # "continue"
+    fresh = for_method(tiny_config(**{"spl.outer_optimizer": "fresh", "spl.outer_lr": 0.01}),
+                       "pi_model+spl")
+    cfg, opt = outer_training(fresh, pretrain_opt)
+    assert opt is not pretrain_opt
+    assert (cfg.optimizer.lr, cfg.optimizer.schedule) == (0.01, "constant")
+    ft = for_method(tiny_config(**{"spl.finetune_lr": 0.003}), "pi_model+finetune")
+    cfg, opt = outer_training(ft, pretrain_opt)
+    assert opt is not pretrain_opt and cfg.optimizer.lr == 0.003
+    # the +spl run of the same config keeps the pretraining's optimizer
+    assert outer_training(for_method(tiny_config(**{"spl.finetune_lr": 0.003}),
+                                     "pi_model+spl"), pretrain_opt)[1] is pretrain_opt

@@ -187,6 +187,9 @@ def get_config():
     c.spl.outer_optimizer = "continue"
     c.spl.outer_lr = 0.0
     c.spl.reset_ema = True  # the EMA restarts from the weights at identification
+    # the +finetune control's own learning rate (> 0: a fresh optimizer at this constant
+    # lr; 0: as the outer steps)
+    c.spl.finetune_lr = 0.0
     c.spl.finetune_v1 = False  # the baseline: fine-tune the weights on V1, no masks
 
     c.method_overrides = ml_collections.ConfigDict()

@@ -182,7 +182,7 @@ def run_with_parts(config, workdir: str, *, pretrained_dir: str | None = None,
         masks = masks_lib.masks_from_scores(scores, ident.counts, kind, spl.rank_by)
     outer_cfg, outer_opt = outer_training(cfg, exp.optimizer)
     state = state.replace(masks=masks, mask_scores=scores, mask_opt_state=inner_opt.init(scores))
-    if spl.outer_optimizer == "fresh":
+    if outer_opt is not exp.optimizer:
         state = state.replace(opt_state=outer_opt.init(state.params))
     if spl.reset_ema:  # the EMA averages the masked network from identification on
         state = state.replace(ema_params=jax.tree.map(jnp.copy, state.params))
@@ -316,12 +316,17 @@ def outer_training(cfg, pretrain_optimizer):
     the step the pretraining ended at (so a decayed learning rate stays decayed);
     "fresh": the same kind of optimizer with a new state, set at identification, and
     the constant learning rate `spl.outer_lr` (the official code builds a new optimizer
-    for every round, at lr_w = 0.1 with a step decay)."""
-    if cfg.spl.outer_optimizer == "continue":
+    for every round, at lr_w = 0.1 with a step decay). The fine-tune-on-V1 baseline
+    takes `spl.finetune_lr` instead when it is > 0 (fresh, constant), so the control's
+    learning rate can be tuned apart from SPL's."""
+    lr = float(cfg.spl.outer_lr) if cfg.spl.outer_optimizer == "fresh" else 0.0
+    if cfg.spl.finetune_v1 and float(cfg.spl.finetune_lr) > 0:
+        lr = float(cfg.spl.finetune_lr)
+    if lr == 0.0:
         return cfg, pretrain_optimizer
     out = copy.deepcopy(cfg)
     with out.unlocked():
-        out.optimizer.lr = float(cfg.spl.outer_lr)
+        out.optimizer.lr = lr
         out.optimizer.schedule = "constant"
     return out, make_optimizer(out.optimizer, int(out.num_steps))
 
