@@ -498,3 +498,22 @@ def test_accumulated_pseudo_labels_through_the_loop(tmp_path):
     members = [r["refresh/members"] for r in refreshes]
     assert members == sorted(members) and members[-1] > 0
     assert all(0 <= r["refresh/label_accuracy"] <= 1 for r in refreshes if r["refresh/members"])
+
+
+@pytest.mark.parametrize("method", ["pi_model", "mean_teacher"])
+def test_target_pass_over_the_batch_normalises_with_the_batch_statistics(method):
+    """target_pass "batch" (Oliver's code): the target pass sees labeled + unlabeled, so
+    its unlabeled logits equal those of a pass over the whole batch (no augmentation
+    here), not of a pass over the unlabeled images alone; "unlabeled" is the latter."""
+    outs = {}
+    for over in ("batch", "unlabeled"):
+        c, exp, state, batch = _vat_setup(method, **{f"{method}.target_pass": over})
+        out, _ = _outputs(exp, state, batch)
+        outs[over] = np.asarray(out["logits_u_target" if method == "pi_model"
+                                    else "logits_u_teacher"])
+    # the clean pass also runs over the whole batch with batch statistics: with no
+    # augmentation and no dropout the batch target equals it, the unlabeled one does not
+    if method == "pi_model":  # the teacher has other weights than the clean pass
+        np.testing.assert_allclose(outs["batch"], np.asarray(out["logits_u"]), rtol=1e-4,
+                                   atol=1e-5)
+    assert np.abs(outs["batch"] - outs["unlabeled"]).max() > 1e-3
