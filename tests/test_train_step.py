@@ -283,3 +283,25 @@ def test_eight_devices_match_one_device(method, optimizer, devices):
     assert not jax.tree.all(jax.tree.map(np.array_equal, s1.params,
                                          jax.device_get(_setup(method, devices[:1],
                                                                **overrides)[2].params)))
+
+
+def test_batch_statistics_take_the_momentum_out(devices):
+    """make_batch_statistics recovers one batch's BatchNorm statistics from the model's
+    running-average update whatever the momentum: equal to a pass of the same model with
+    momentum 0 (cnn_tiny exposes it), and precise_batch_stats averages them over batches."""
+    from sslj.data import augment as augment_lib
+    from sslj.train.evaluate import EvalSet, make_batch_statistics, precise_batch_stats
+
+    c, exp, state, _ = _setup("supervised", devices[:1], **{"model_kwargs.bn_momentum": 0.9})
+    images = exp.dataset.train_images[:64]
+    fn = make_batch_statistics(exp.model, exp.mesh)
+    got = fn(state.params, state.masks, state.batch_stats, images[:32])
+    _, upd = exp.model.clone(bn_momentum=0.0).apply(
+        {"params": state.params, "batch_stats": state.batch_stats},
+        augment_lib.to_float(jnp.asarray(images[:32])), train=True, mutable=["batch_stats"])
+    chex.assert_trees_all_close(got, upd["batch_stats"], rtol=2e-4, atol=1e-5)
+    both = precise_batch_stats(fn, state.params, state.masks, state.batch_stats,
+                               EvalSet(images, np.zeros(64, np.int32), 32, exp.mesh))
+    second = fn(state.params, state.masks, state.batch_stats, images[32:])
+    chex.assert_trees_all_close(both, jax.tree.map(lambda a, b: (a + b) / 2, got, second),
+                                rtol=1e-6, atol=1e-7)

@@ -187,6 +187,8 @@ def get_config():
     c.spl.outer_optimizer = "continue"
     c.spl.outer_lr = 0.0
     c.spl.reset_ema = True  # the EMA restarts from the weights at identification
+    # BatchNorm statistics recomputed for the masked network before each evaluation
+    c.spl.recalibrate_bn = True
     # the +finetune control's own learning rate (> 0: a fresh optimizer at this constant
     # lr; 0: as the outer steps)
     c.spl.finetune_lr = 0.0

@@ -40,6 +40,7 @@ def validate_config(config, devices: int | None = None) -> None:
     check_choice(config, "spl.outer_optimizer", OUTER_OPTIMIZERS)
     check_number(config, "spl.outer_lr", low=0.0)
     check_bool(config, "spl.reset_ema")
+    check_bool(config, "spl.recalibrate_bn")
     check_number(config, "spl.finetune_lr", low=0.0)
     if config.spl.outer_optimizer == "fresh" and not config.spl.outer_lr > 0:
         raise ConfigError("spl.outer_lr", "is 0 but spl.outer_optimizer = 'fresh' needs a "

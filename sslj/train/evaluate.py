@@ -10,6 +10,7 @@ on such logits, tests/test_data_pipeline.py).
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from sslj.common import sharding
@@ -51,6 +52,46 @@ class EvalSet:
         logits = np.concatenate([h[0] for h in host])
         mask = np.concatenate([h[1] for h in host]).astype(bool)
         return logits[mask]
+
+
+def make_batch_statistics(model, mesh):
+    """Jitted `(params, masks, batch_stats, images) -> statistics`: the BatchNorm mean and
+    variance of one training-mode pass over `images` (the running-average form of the
+    model's `batch_stats`, with the momentum taken out).
+
+    Flax writes m * old + (1 - m) * batch; two passes, from all-zero and from all-one
+    statistics, give n0 = (1 - m) batch and n1 = m + (1 - m) batch, so batch =
+    n0 / (1 - n1 + n0) whatever each layer's momentum m is. Dropout is off (a fixed key
+    is passed only for models that ask for one)."""
+
+    def stats(params, masks, batch_stats, images):
+        x = to_float(images)
+        variables = {"params": apply_masks(params, masks)}
+
+        def from_fill(value):
+            start = jax.tree.map(lambda a: jnp.full_like(a, value), batch_stats)
+            _, updates = model.apply({**variables, "batch_stats": start}, x, train=True,
+                                     rngs={"dropout": jax.random.PRNGKey(0)},
+                                     mutable=["batch_stats"])
+            return updates["batch_stats"]
+
+        n0, n1 = from_fill(0.0), from_fill(1.0)
+        return jax.tree.map(lambda a, b: a / (1.0 - b + a), n0, n1)
+
+    repl = sharding.replicated(mesh)
+    return jax.jit(stats, in_shardings=(repl, repl, repl, sharding.batch_sharding(mesh)),
+                   out_shardings=repl)
+
+
+def precise_batch_stats(stats_fn, params, masks, batch_stats, eval_set: EvalSet):
+    """Running statistics recomputed for the current network: the mean over the full
+    batches of `eval_set` of each batch's BatchNorm mean and variance ("precise BN").
+    Used where weights or masks changed faster than a running average follows (SPL's
+    short phases); the set must have no padded rows."""
+    if any(not np.all(jax.device_get(b["mask"])) for b in eval_set.batches):
+        raise ValueError("precise_batch_stats needs full batches (no padding)")
+    per_batch = [stats_fn(params, masks, batch_stats, b["image"]) for b in eval_set.batches]
+    return jax.tree.map(lambda *xs: sum(xs) / len(xs), *per_batch)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
