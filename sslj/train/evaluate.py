@@ -28,9 +28,11 @@ def make_predict(model, mesh):
             variables["batch_stats"] = batch_stats
         return model.apply(variables, to_float(images), train=False)
 
-    repl = sharding.replicated(mesh)
-    return jax.jit(predict, in_shardings=(repl, repl, repl, sharding.batch_sharding(mesh)),
-                   out_shardings=repl)
+    # the logits stay sharded like the batch (the host gathers them): a replicated output
+    # would all-gather on the devices, a collective in every one of the evaluation's
+    # in-flight executions (see `precise_batch_stats` for what that did on a small CPU)
+    repl, batch = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+    return jax.jit(predict, in_shardings=(repl, repl, repl, batch), out_shardings=batch)
 
 
 class EvalSet:
@@ -90,7 +92,12 @@ def precise_batch_stats(stats_fn, params, masks, batch_stats, eval_set: EvalSet)
     short phases); the set must have no padded rows."""
     if any(not np.all(jax.device_get(b["mask"])) for b in eval_set.batches):
         raise ValueError("precise_batch_stats needs full batches (no padding)")
-    per_batch = [stats_fn(params, masks, batch_stats, b["image"]) for b in eval_set.batches]
+    # One batch at a time: each call all-reduces the batch moments over the devices, and
+    # with several such executions in flight on a few CPU cores (8 fake devices on 2, as
+    # in the tests) the collectives' rendezvous starved and XLA aborted the process
+    # ("AwaitAndLogIfStuck" in InProcessCommunicator::AllReduce, jax 0.10.2).
+    per_batch = [jax.block_until_ready(stats_fn(params, masks, batch_stats, b["image"]))
+                 for b in eval_set.batches]
     return jax.tree.map(lambda *xs: sum(xs) / len(xs), *per_batch)
 
 
