@@ -20,10 +20,25 @@ Model: the small BN CNN (cnn_small). Adam 3e-3 (Pi: 3e-4 as Oliver, via
 method_overrides), consistency weight 20 ramped over the first 40 % of the steps.
 SPL: p = 1 - 0.6 (1 - 60 / 1500) = 0.424 by Eq. 3, hard mask, 4 rounds of 40 inner
 (Adam 0.05 on the scores) + 40 outer steps (CE + 10 x consistency), pretrained by the
-Pi-model run. Measured on this config with the Pi-model's pretraining (seed 0, test
-accuracy at the best V2 round): inner lr 0.01 -> 89.2 %, 0.05 -> 96.3 %, soft mask
--> 95.8 %, 20 inner + 80 outer steps -> 91.7 %; the Pi-model alone 94.8 %.
-Expected (seed 0, measured on 2 CPU cores): see README.md's results table.
+Pi-model run, BatchNorm statistics recomputed for the masked network before each
+evaluation (spl.recalibrate_bn); the +finetune control fine-tunes on V1 at lr 1e-3
+(spl.finetune_lr, tuned on V2).
+
+Why these SPL settings (issue 21; Pi pretraining seeds 0-2, test accuracy % at the best
+V2 round, mean +- sample std, this machine's default ISA unless named):
+  * without BN recalibration the procedure was chaotic: a round's test accuracy fell
+    to 34 % while the inner steps' V1 loss was 0.07 (40-step phases move a 0.99 running
+    average a third of the way), and seed 0 gave 97.17 at the default ISA against 94.33
+    at AVX2; over seeds 93.34 +- 3.33 (default) and 90.00 +- 3.98 (AVX2);
+  * with it: 96.61 +- 1.21 (default), 96.83 +- 0.44 (AVX2); seed 0 98.00 / 97.17;
+  * 8 rounds instead of 4: 96.94 +- 1.09 (accuracy plateaus by round 2-3), so 4 rounds
+    keep the run under 10 minutes;
+  * SGD on the scores instead of Adam 0.05: lr 1 -> 93.67, 10 -> 95.17, 100 -> 95.78;
+  * the +finetune control at lr 3e-4 / 1e-3 / 3e-3 / the outer steps' own schedule:
+    mean best-V2 accuracy 97.04 / 97.41 / 97.04 / 96.67, so 1e-3 (its test accuracy
+    96.45 +- 1.35, i.e. SPL's gain over the Pi-model comes from V1's labels: the masks
+    add nothing measurable over fine-tuning on them).
+README's main-job table (3 seeds, reproduce.py) is the current evidence.
 """
 
 import ml_collections
@@ -191,7 +206,7 @@ def get_config():
     c.spl.recalibrate_bn = True
     # the +finetune control's own learning rate (> 0: a fresh optimizer at this constant
     # lr; 0: as the outer steps)
-    c.spl.finetune_lr = 0.0
+    c.spl.finetune_lr = 1e-3  # tuned on V2 over 3e-4, 1e-3, 3e-3 and 0 (docstring)
     c.spl.finetune_v1 = False  # the baseline: fine-tune the weights on V1, no masks
 
     c.method_overrides = ml_collections.ConfigDict()
