@@ -8,6 +8,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from sslj.models.attention import AttentionPool
+
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
@@ -26,6 +28,7 @@ class SmallCNN(nn.Module):
     slope: float = 0.1
     bn_momentum: float = 0.99
     dtype: Any = jnp.float32  # compute dtype; params stay float32, logits are float32
+    attention: bool = False  # the SSL report's attention head + bi-pooling (models/attention.py)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -39,7 +42,11 @@ class SmallCNN(nn.Module):
                                      epsilon=1e-3, dtype=self.dtype)(x))
             if min(x.shape[1:3]) >= 4:
                 x = nn.max_pool(x, (2, 2), (2, 2))
-        x = jnp.mean(x, axis=(1, 2))
+        if self.attention:
+            x = AttentionPool(bn_momentum=self.bn_momentum, dtype=self.dtype,
+                              name="attention")(x, train)
+        else:
+            x = jnp.mean(x, axis=(1, 2))
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
         return nn.Dense(self.num_classes, name="classifier", dtype=self.dtype)(x).astype(
             jnp.float32)

@@ -5,6 +5,8 @@ stage, `activate_before_residual` only in the first stage, leaky ReLU 0.1, Batch
 decay 0.999 and epsilon 1e-3, conv init N(0, sqrt(2 / (k*k*out))) (He, fan-out), logit
 layer Glorot normal. A shortcut that changes width is a strided 1x1 conv, as in the
 official `wide_resnet` (lib/networks.py): 1,467,610 parameters for 10 classes.
+`attention=True` replaces the global average pooling by the SSL report's attention head
+and bi-pooling (`sslj.models.attention`), for the attention-KL FixMatch.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from sslj.models.attention import AttentionPool
 
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
@@ -54,6 +58,7 @@ class WideResNet(nn.Module):
     widen_factor: int = 2
     slope: float = 0.1
     dtype: Any = jnp.float32  # compute dtype; params stay float32, logits are float32
+    attention: bool = False  # the SSL report's attention head + bi-pooling (models/attention.py)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -68,6 +73,9 @@ class WideResNet(nn.Module):
                                  activate_before_residual=(stage == 0 and i == 0),
                                  slope=self.slope, dtype=self.dtype)(x, train)
         x = nn.leaky_relu(_bn(train, self.dtype, "final_bn")(x), self.slope)
-        x = jnp.mean(x, axis=(1, 2))
+        if self.attention:
+            x = AttentionPool(bn_momentum=0.999, dtype=self.dtype, name="attention")(x, train)
+        else:
+            x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_classes, kernel_init=nn.initializers.glorot_normal(),
                         name="classifier", dtype=self.dtype)(x).astype(jnp.float32)

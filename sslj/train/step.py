@@ -51,17 +51,42 @@ class Forward:
         masked = params if self.masks is None else apply_masks(params, self.masks)
         return Forward(self.model, masked, batch_stats, "none", self.masks)
 
-    def __call__(self, images, *, rng, clean: bool, dtype=None, probe: bool = False):
+    def __call__(self, images, *, rng, clean: bool, dtype=None, probe: bool = False,
+                 capture: bool = False):
+        """Logits of a training-mode pass; with `capture`, (logits, intermediates): what
+        the model sowed into its `intermediates` collection (the attention maps of
+        `sslj.models.attention`), a dict of name -> array."""
         rngs = {"dropout": rng}
         model = self.model if dtype is None else self.model.clone(dtype=dtype)
-        if not self.batch_stats:
-            return model.apply({"params": self.params}, images, train=True, rngs=rngs)
-        logits, updates = model.apply(
-            {"params": self.params, "batch_stats": self.new_batch_stats}, images, train=True,
-            rngs=rngs, mutable=["batch_stats"])
-        if not probe and (self.policy == "all" or (self.policy == "clean" and clean)):
+        mutable = ["intermediates"] if capture else []
+        variables = {"params": self.params}
+        if self.batch_stats:
+            variables["batch_stats"] = self.new_batch_stats
+            mutable.append("batch_stats")
+        if not mutable:
+            return model.apply(variables, images, train=True, rngs=rngs)
+        logits, updates = model.apply(variables, images, train=True, rngs=rngs,
+                                      mutable=mutable)
+        if self.batch_stats and not probe and (
+                self.policy == "all" or (self.policy == "clean" and clean)):
             self.new_batch_stats = updates["batch_stats"]
-        return logits
+        if not capture:
+            return logits
+        sown = {k: v[0] if isinstance(v, tuple) else v
+                for k, v in _flat_intermediates(updates.get("intermediates", {})).items()}
+        return logits, sown
+
+
+def _flat_intermediates(tree, prefix: str = "") -> dict:
+    """{"attention": (array,)} from Flax's nested `intermediates` (the innermost name;
+    a model sows each name once)."""
+    out = {}
+    for k, v in dict(tree).items():
+        if isinstance(v, tuple):
+            out[k] = v
+        else:
+            out.update(_flat_intermediates(v, f"{prefix}{k}/"))
+    return out
 
 
 def _l2(tree) -> jax.Array:
