@@ -96,7 +96,9 @@ class TrainStreams:
             unl = numpy_stream(self.unlabeled, self.unlabeled_batch_size, self.seed * 2 + 1,
                                start_step)
             host = ({"image": a["image"], "label": a["label"], "unlabeled_image": b["image"],
-                     "unlabeled_index": b["index"]} for a, b in zip(lab, unl, strict=False))
+                     "unlabeled_index": b["index"],
+                     **({"unlabeled_label": b["label"]} if "label" in b else {})}
+                    for a, b in zip(lab, unl, strict=False))
         return prefetch_to_mesh(host, mesh)
 
 

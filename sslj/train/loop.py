@@ -120,8 +120,12 @@ def train_streams(exp: Experiment) -> pipeline.TrainStreams:
     labeled = {"image": ds.train_images[sp.labeled], "label": exp.labeled_labels()}
     unlabeled = None
     if exp.method.uses_unlabeled:
+        # the true labels (seen classes relabelled, unseen -1) feed monitors only
+        # (FixMatch's pseudo-label accuracy); no method trains on them
         unlabeled = {"image": ds.train_images[sp.unlabeled],
-                     "index": np.arange(len(sp.unlabeled), dtype=np.int32)}
+                     "index": np.arange(len(sp.unlabeled), dtype=np.int32),
+                     "label": splits_lib.relabel(ds.train_labels, sp.seen_classes)[
+                         sp.unlabeled].astype(np.int32)}
     return pipeline.TrainStreams(labeled, unlabeled, int(exp.config.batch_size),
                                  int(exp.config.unlabeled_batch_size), int(exp.config.seed))
 
@@ -290,6 +294,9 @@ def summarize(exp: Experiment, meta: dict, wall_time_s: float) -> dict:
         "ema_test_accuracy_at_best_val": at_best["ema_test_accuracy"],
         "median_test_accuracy": float(
             np.median([e["test_accuracy"] for e in evals[-last_n:]])),
+        # the MixMatch / FixMatch convention: median over the last N evaluations of the EMA
+        "median_ema_test_accuracy": float(
+            np.median([e["ema_test_accuracy"] for e in evals[-last_n:]])),
         "median_over_last_evals": min(last_n, len(evals)),
         "final_test_accuracy": evals[-1]["test_accuracy"],
         "unseen_auroc_at_best_val": at_best["test_auroc"],
