@@ -17,6 +17,7 @@ COLUMNS = [
     ("test_accuracy_at_best_val", "test acc @ best val"),
     ("ema_test_accuracy", "EMA test acc"),
     ("median_test_accuracy", "median test acc"),
+    ("median_ema_test_accuracy", "median EMA test acc"),
     ("unseen_auroc_at_best_val", "unseen AUROC"),
     ("wall_time_s", "time (s)"),
 ]

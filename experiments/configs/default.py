@@ -170,6 +170,26 @@ def get_config():
     c.pseudo_label_accumulated.align = True
     c.pseudo_label_accumulated.normalize = "batch"  # as pseudo_label.normalize
 
+    # FixMatch (Sohn et al. 2020; sslj/methods/fixmatch.py): unlabeled_batch_size = mu x
+    # batch_size; the paper's optimiser and EMA are in experiments/configs/fixmatch_cifar10.py
+    c.fixmatch = ml_collections.ConfigDict()
+    c.fixmatch.weight = 1.0  # lambda_u
+    c.fixmatch.threshold = 0.95  # tau
+    c.fixmatch.num_ops = 2  # RandAugment ops per image (random magnitudes)
+    c.fixmatch.cutout = True
+    c.fixmatch.cutout_fraction = 0.5  # Cutout side / image side x 2 (16 px on 32x32)
+    # fixmatch_attention (the SSL report's Task 3; needs model_kwargs.attention = True)
+    c.fixmatch.attention_weight = 1.0
+    c.fixmatch.attention_target_grad = False  # the weak view's map is a constant target
+
+    # MixMatch (Berthelot et al. 2019; sslj/methods/mixmatch.py)
+    c.mixmatch = ml_collections.ConfigDict()
+    c.mixmatch.weight = 75.0  # lambda_u (CIFAR-10), ramped by config.ramp (linear there)
+    c.mixmatch.temperature = 0.5
+    c.mixmatch.k = 2
+    c.mixmatch.alpha = 0.75
+    c.mixmatch.mix = "example"  # lambda per example (official code) | "batch"
+
     # Safe parameter learning (He et al. 2022; sslj/spl). A run name "<method>+spl" (hard
     # mask), "+spl_soft" or "+finetune" (the fine-tune-on-V1 baseline) turns it on: the
     # base method pretrains for num_steps, then identify -> rounds x (inner, outer).
@@ -217,4 +237,14 @@ def get_config():
         {"optimizer": ml_collections.ConfigDict({"lr": 3e-4})})
     c.method_overrides.mean_teacher = ml_collections.ConfigDict(
         {"optimizer": ml_collections.ConfigDict({"lr": 4e-4})})
+    # FixMatch / MixMatch: their weak augmentation has no Gaussian noise; MixMatch ramps
+    # lambda_u linearly (its code); FixMatch at mu = 1 (32 unlabeled images per step, the
+    # embedded twin's choice: mu = 7 costs 1 s per step here); the attention variant
+    # with the model's attention head
+    no_noise = {"data": ml_collections.ConfigDict({"noise_std": 0.0})}
+    c.method_overrides.fixmatch = ml_collections.ConfigDict(dict(no_noise))
+    c.method_overrides.fixmatch_attention = ml_collections.ConfigDict(
+        {**no_noise, "model_kwargs": ml_collections.ConfigDict({"attention": True})})
+    c.method_overrides.mixmatch = ml_collections.ConfigDict(
+        {**no_noise, "ramp": ml_collections.ConfigDict({"kind": "linear"})})
     return c

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from sslj.common.checks import ConfigError, check_choice, check_number, get_field, leaf_fields
 from sslj.methods.base import Method, StepContext, Term
+from sslj.methods.fixmatch import FixMatch, FixMatchAttention
 from sslj.methods.mean_teacher import MeanTeacher
+from sslj.methods.mixmatch import MixMatch
 from sslj.methods.pi_model import PiModel
 from sslj.methods.pseudo_label import PseudoLabel, PseudoLabelAccumulated
 from sslj.methods.supervised import Supervised
@@ -20,7 +22,7 @@ def register(cls: type[Method]) -> type[Method]:
 
 
 for _cls in (Supervised, PiModel, MeanTeacher, TemporalEnsembling, VAT, VATEntMin,
-             PseudoLabel, PseudoLabelAccumulated):
+             PseudoLabel, PseudoLabelAccumulated, FixMatch, FixMatchAttention, MixMatch):
     register(_cls)
 
 
@@ -38,6 +40,8 @@ def validate_config(config) -> None:
         if method not in METHODS:
             raise ConfigError(f"method_overrides.{method}", "unknown method", sorted(METHODS))
         for field in leaf_fields(overrides):
+            if field.startswith("model_kwargs."):
+                continue  # model arguments: checked on the config that trains (models)
             get_field(config, field)  # raises on an unknown field
     METHODS[config.method].validate(config)
 
