@@ -68,6 +68,15 @@ def run_table(name: str, scale: str, seeds: int, workdir: str, sets=(),
     if scale not in table.configs:
         raise SystemExit(f"error: table {name} has no {scale} scale; allowed: "
                          f"{sorted(table.configs)}")
+    twins = table.scale_sweep_overrides.get(scale)
+    if twins is not None:  # only the columns with a twin at this scale exist there
+        missing = [str(v) for v in table.sweep_values if v not in twins]
+        asked = [c for c in columns or () if c in missing]
+        if asked:
+            raise SystemExit(f"error: column(s) {asked} of {name} have no {scale} twin; "
+                             f"allowed: {[str(v) for v in table.sweep_values if v in twins]}")
+        table = dataclasses.replace(
+            table, sweep_values=tuple(v for v in table.sweep_values if v in twins))
     if columns:
         names = {_column_name(table, v): v for v in table.sweep_values}
         unknown = [c for c in columns if c not in names and c not in map(str, names.values())]

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 
+from experiments.configs.fixmatch_cifar10 import LABELS as FM_LABELS
+from experiments.configs.fixmatch_cifar10 import PAPER_ERROR as FM_PAPER_ERROR
 from experiments.configs.proselflc_cifar100 import NOISE, PAPER_TABLE4, run_name
 from experiments.configs.proselflc_cifar100 import ROWS as TARGET_ROWS
 from experiments.configs.spl_cifar10 import PAPER_TABLE1
 from experiments.configs.spl_cifar10 import ROWS as SPL_ROWS
+from experiments.configs.ssl_report import DATASETS as REPORT_DATASETS
+from experiments.configs.ssl_report import PAPER_ERROR as REPORT_PAPER
+from experiments.configs.ssl_report import TASK_FIELDS, column_fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,3 +300,86 @@ TABLES["main_job"] = Table(
              "fine-tuned on V1, the control for the labels SPL's masks see) and +spl "
              "select on V2 and start from the pi_model row's run, their pretraining.",
 )
+
+
+# ------------------------------------------------------------------ FixMatch / MixMatch
+_LABEL_COLUMNS = {n: {"split.labels_per_class": n // 10,
+                      "split.unlabeled_size": 50_000 - n - 5000} for n in FM_LABELS}
+TABLES["fixmatch_cifar10"] = Table(
+    title="FixMatch and MixMatch, CIFAR-10 by number of labels: test error (%), median of "
+          "the EMA model's last 20 evaluations",
+    methods=("supervised", "fixmatch", "mixmatch"),
+    sweep_field="labels",
+    sweep_values=FM_LABELS,
+    configs={"embedded": "default", "full": "fixmatch_cifar10"},
+    overrides={"embedded": {"split.mismatch_ratio": 0.0}},
+    sweep_overrides=_LABEL_COLUMNS,
+    # MNIST-5k twins: 4 / 10 / 50 labels per seen digit stand for 4 / 25 / 400 per class
+    scale_sweep_overrides={"embedded": {40: {"split.labels_per_class": 4},
+                                        250: {"split.labels_per_class": 10},
+                                        4000: {"split.labels_per_class": 50}}},
+    metric="median_ema_test_accuracy",
+    paper=FM_PAPER_ERROR,
+    reported="Paper values in parentheses: FixMatch (RandAugment) and MixMatch CIFAR-10 "
+             "errors (experiments/configs/fixmatch_cifar10.py). Columns are label counts; "
+             "embedded scale: MNIST-5k, digits 0-5, no mismatch, 4 / 10 / 50 labels per digit.",
+)
+TABLES["ssl_mismatch"] = Table(
+    title="FixMatch and MixMatch against supervised and VAT, with and without class "
+          "mismatch (the main job's protocol): seen-class test accuracy (%)",
+    methods=("supervised", "vat", "fixmatch", "mixmatch"),
+    sweep_field="split.mismatch_ratio",
+    sweep_values=(0.0, 0.6),
+    configs={"embedded": "default"},
+    report="accuracy",
+    reported="MNIST-5k, digits 0-5 seen, 10 labels per digit, 1,500 unlabeled images of "
+             "which a fraction (the column) from digits 6-9; test accuracy at the best "
+             "validation step; results.json also has the EMA median.",
+)
+
+
+def _report_table(task: str, title: str, rows: dict, paper: dict) -> Table:
+    """One of the SSL report's tables: its columns are (data set, labels) settings."""
+    columns = {f"{d}-{n}": column_fields(task, d, n) for d, ns in REPORT_DATASETS.items()
+               for n in ns}
+    return Table(
+        title=title, methods=tuple(rows), rows=rows, sweep_field="setting",
+        sweep_values=tuple(columns), configs={"embedded": "default", "full": "ssl_report"},
+        sweep_overrides=columns,
+        # MNIST-5k twins of the CIFAR-10 columns (10 / 50 labels per seen digit, no
+        # mismatch); the CIFAR-100 columns have none
+        scale_sweep_overrides={"embedded": {
+            "cifar10-250": {"split.labels_per_class": 10, "split.mismatch_ratio": 0.0},
+            "cifar10-4000": {"split.labels_per_class": 50, "split.mismatch_ratio": 0.0}}},
+        overrides={"full": TASK_FIELDS[task]},
+        paper=paper,
+        reported="Paper values in parentheses: the SSL report "
+                 "(experiments/configs/ssl_report.py), test error at the end of training; "
+                 "sslj reports the test error at the best validation step.",
+    )
+
+
+def _paper_by_column(values) -> dict:
+    cols = [f"{d}-{n}" for d, ns in REPORT_DATASETS.items() for n in ns]
+    return dict(zip(cols, values, strict=True))
+
+
+_TAUS = (0.95, 0.75, 0.6)
+TABLES["ssl_report_table1"] = _report_table(
+    "pseudo_label_accumulated",
+    "The SSL report's Table 1, accumulated pseudo-labelling by threshold: test error (%)",
+    {f"tau={t}": ("pseudo_label_accumulated", {"pseudo_label_accumulated.threshold": t,
+                                               "pseudo_label_accumulated.align": False})
+     for t in _TAUS},
+    {f"tau={t}": _paper_by_column(REPORT_PAPER[("pseudo_label_accumulated", t)])
+     for t in _TAUS})
+TABLES["ssl_report_table2"] = _report_table(
+    "vat", "The SSL report's Table 2, VAT: test error (%)",
+    {"vat": ("vat", {})}, {"vat": _paper_by_column(REPORT_PAPER[("vat", None)])})
+TABLES["ssl_report_table3"] = _report_table(
+    "fixmatch_attention",
+    "The SSL report's Table 3, attention-KL FixMatch by threshold: test error (%)",
+    {f"tau={t}": ("fixmatch_attention", {"fixmatch.threshold": t,
+                                         "model_kwargs.attention": True})
+     for t in _TAUS},
+    {f"tau={t}": _paper_by_column(REPORT_PAPER[("fixmatch_attention", t)]) for t in _TAUS})

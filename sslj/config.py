@@ -23,9 +23,9 @@ from sslj.losses import targets
 from sslj.spl import validation as spl_validation
 from sslj.train import validation as train_validation
 
-__all__ = ["ConfigError", "SPL_SUFFIXES", "base_run_key", "for_method", "parse_methods",
-           "run_name", "set_fields", "split_run_name", "validate", "validate_run_name",
-           "without_spl"]
+__all__ = ["ConfigError", "SPL_SUFFIXES", "base_run_key", "for_method", "nested_fields",
+           "parse_methods", "run_name", "set_fields", "split_run_name", "validate",
+           "validate_run_name", "without_spl"]
 
 
 def parse_methods(value: str | Iterable[str]) -> tuple[str, ...]:
@@ -84,6 +84,18 @@ def validate_run_name(name: str) -> None:
         raise ConfigError("compare", f"invalid run name {name!r}: expected "
                           "<method>[+<target>][+<spl>]",
                           {"target": list(targets.TARGETS), "spl": list(SPL_SUFFIXES)})
+
+
+def nested_fields(fields: dict) -> ml_collections.ConfigDict:
+    """{"optimizer.lr": 3e-4, ...} -> the nested ConfigDict `method_overrides.<m>` takes."""
+    out: dict = {}
+    for field, value in fields.items():
+        *parents, leaf = field.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return ml_collections.ConfigDict(out)
 
 
 def for_method(config: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:

@@ -29,7 +29,7 @@ EMBEDDED = {"default", "label_noise"}  # the CPU-scale twins, not paper-scale co
 OLIVER_MODULES = ("oliver_cifar10_4000", "oliver_cifar10_mismatch", "oliver_svhn_1000")
 SPL_MODULES = ("spl_cifar10", "spl_cifar100", "spl_tinyimagenet")
 # modules whose get_config(<run>) configures that one run (`--config <module>.py:<run>`)
-RUN_ARGUMENT = {"oliver_cifar10_4000", "oliver_svhn_1000", *SPL_MODULES}
+RUN_ARGUMENT = {"oliver_cifar10_4000", "oliver_svhn_1000", "fixmatch_cifar10", *SPL_MODULES}
 
 OLIVER = "Oliver et al. 2018"
 HP = "realistic-ssl-evaluation lib/hparams.py"
@@ -38,6 +38,11 @@ SPL = "He et al. 2022 (SPL)"
 SPL_CODE = "Zhanlo/SPL"
 PSLC = "Wang et al. 2021 (ProSelfLC)"
 PSLC_CODE = "ProSelfLC-AT"
+FM = "Sohn et al. 2020 (FixMatch)"
+FM_CODE = "google-research/fixmatch"
+MM = "Berthelot et al. 2019 (MixMatch)"
+MM_CODE = "google-research/mixmatch"
+REPORT = "the SSL report (PL, VAT, attention FixMatch)"
 
 # Oliver et al.'s training setup, shared by their benchmarks: (run, field, value, source).
 # Checked on every Oliver config, and on every SPL config for the runs SPL pretrains with
@@ -281,6 +286,95 @@ PAPER_VALUES = [
      _OUR_COUNTS.format("spl_tinyimagenet.py") + "n_labels=2400 / n_class=6, are CIFAR-10's"),
     ("spl_tinyimagenet", None, "split.num_validation", 2500,
      _OUR_COUNTS.format("spl_tinyimagenet.py") + "n_valid=5000, are CIFAR-10's"),
+
+    # ---- FixMatch (Sohn et al. 2020) and MixMatch (Berthelot et al. 2019), CIFAR-10 ----
+    *[("fixmatch_cifar10", run, *row) for run in ("fixmatch", "mixmatch") for row in [
+        ("model", "wrn28_2", f"{FM} Sec. 4.2 / {MM} Sec. 4.1: WRN-28-2 (1.5M parameters)"),
+        ("data.source", "tfds:cifar10", f"{FM} Table 2 / {MM} Fig. 2: CIFAR-10"),
+        ("split.seen_classes", tuple(range(10)), "all ten classes labeled"),
+        ("split.mismatch_ratio", 0.0, "no class mismatch"),
+        ("split.num_validation", 5000,
+         f"{FM_CODE} / {MM_CODE} dataset names cifar10.<seed>@<labels>-5000"),
+        ("batch_size", 64, f"{FM} Sec. 4 / {MM_CODE} mixmatch.py batch 64"),
+        ("num_steps", 1 << 20, f"{FM} 2^20 training steps; {MM_CODE} train_kimg 1 << 16 at 64"),
+        ("ema_decay", 0.999, f"REFERENCE.md: EMA 0.999 ({FM_CODE}, {MM_CODE} ema)"),
+        ("median_last_evals", 20, "REFERENCE.md: median of the last 20 checkpoints"),
+        ("data.flip", True, "REFERENCE.md: weak = flip + 4-px reflect-pad crop"),
+        ("data.crop_pad", 4, "REFERENCE.md: weak = flip + 4-px reflect-pad crop"),
+        ("data.pad_mode", "reflect", "REFERENCE.md: weak = flip + 4-px reflect-pad crop"),
+        ("data.noise_std", 0.0, "REFERENCE.md: weak = flip + crop only"),
+    ]],
+    ("fixmatch_cifar10", "fixmatch", "unlabeled_batch_size", 448, f"{FM}: mu = 7, B = 64"),
+    ("fixmatch_cifar10", "fixmatch", "fixmatch.threshold", 0.95, f"{FM}: tau = 0.95"),
+    ("fixmatch_cifar10", "fixmatch", "fixmatch.weight", 1.0, f"{FM}: lambda_u = 1"),
+    ("fixmatch_cifar10", "fixmatch", "fixmatch.num_ops", 2,
+     f"{FM} Sec. 2.3: RandAugment, two ops with random magnitude"),
+    ("fixmatch_cifar10", "fixmatch", "fixmatch.cutout", True, f"{FM}: strong = RA + Cutout"),
+    ("fixmatch_cifar10", "fixmatch", "optimizer.name", "nesterov",
+     f"{FM}: SGD with Nesterov momentum"),
+    ("fixmatch_cifar10", "fixmatch", "optimizer.momentum", 0.9, f"{FM}: momentum 0.9"),
+    ("fixmatch_cifar10", "fixmatch", "optimizer.lr", 0.03, f"{FM}: lr 0.03"),
+    ("fixmatch_cifar10", "fixmatch", "optimizer.schedule", "fixmatch_cosine",
+     f"{FM}: lr cos(7 pi k / 16 K)"),
+    ("fixmatch_cifar10", "fixmatch", "optimizer.weight_decay", 5e-4, f"{FM}: wd 5e-4"),
+    ("fixmatch_cifar10", "fixmatch", "optimizer.decoupled_weight_decay", False,
+     f"{FM_CODE}: wd as an L2 loss on the kernels"),
+    ("fixmatch_cifar10", "fixmatch", "optimizer.decay_params", "kernels",
+     f"{FM_CODE}: wd on the kernels only"),
+    ("fixmatch_cifar10", "mixmatch", "unlabeled_batch_size", 64, f"{MM_CODE}: batch 64"),
+    ("fixmatch_cifar10", "mixmatch", "mixmatch.weight", 75.0,
+     f"{MM} Sec. 4.1 / {MM_CODE} runs: w_match 75 on CIFAR-10"),
+    ("fixmatch_cifar10", "mixmatch", "mixmatch.temperature", 0.5, f"{MM}: T = 0.5"),
+    ("fixmatch_cifar10", "mixmatch", "mixmatch.k", 2, f"{MM}: K = 2"),
+    ("fixmatch_cifar10", "mixmatch", "mixmatch.alpha", 0.75, f"{MM}: alpha = 0.75"),
+    ("fixmatch_cifar10", "mixmatch", "mixmatch.mix", "example",
+     f"{MM_CODE} libml/layers.py MixMode: a Beta sample per example"),
+    ("fixmatch_cifar10", "mixmatch", "ramp.kind", "linear",
+     f"{MM_CODE} mixmatch.py: w_match x clip(step / warmup_kimg)"),
+    ("fixmatch_cifar10", "mixmatch", "ramp.steps", 16384,
+     f"{MM_CODE} mixmatch.py warmup_kimg 1024 (x 1024 images / 64 per step)"),
+    ("fixmatch_cifar10", "mixmatch", "optimizer.name", "adam", f"{MM_CODE}: AdamOptimizer"),
+    ("fixmatch_cifar10", "mixmatch", "optimizer.lr", 0.002, f"{MM_CODE}: lr 0.002"),
+    ("fixmatch_cifar10", "mixmatch", "optimizer.schedule", "constant", f"{MM_CODE}: no decay"),
+    ("fixmatch_cifar10", "mixmatch", "optimizer.weight_decay", 0.02,
+     f"{MM_CODE}: wd 0.02, applied as v (1 - wd lr)"),
+    ("fixmatch_cifar10", "mixmatch", "optimizer.decoupled_weight_decay", True,
+     f"{MM_CODE}: v <- v (1 - wd lr) after the Adam step"),
+    ("fixmatch_cifar10", "mixmatch", "optimizer.decay_params", "kernels",
+     f"{MM_CODE}: only variables with 'kernel' in the name"),
+
+    # ---- the SSL report (PL, VAT, attention-KL FixMatch) ----
+    ("ssl_report", None, "data.source", "tfds:cifar10", f"{REPORT} Sec. 2.4: CIFAR-10"),
+    ("ssl_report:fixmatch_attention,cifar100,2500,0.75", None, "data.source",
+     "tfds:cifar100", f"{REPORT} Sec. 2.4: CIFAR-100"),
+    ("ssl_report:fixmatch_attention,cifar100,2500,0.75", None, "split.labels_per_class", 25,
+     f"{REPORT} Table 3: CIFAR-100 2,500 labels"),
+    ("ssl_report:fixmatch_attention,cifar100,2500,0.75", None, "fixmatch.threshold", 0.75,
+     f"{REPORT} Table 3: tau in 0.95 / 0.75 / 0.6"),
+    ("ssl_report", None, "split.labels_per_class", 400,
+     f"{REPORT} Table 3: CIFAR-10 4,000 labels"),
+    ("ssl_report", None, "model", "wrn28_2", f"{REPORT} Sec. 2.3: WideResNet"),
+    ("ssl_report", None, "model_kwargs.attention", True,
+     f"{REPORT} Sec. 2.3: the attention module on the last feature maps"),
+    ("ssl_report", None, "fixmatch.threshold", 0.95, f"{REPORT} Table 3: tau = 0.95 row"),
+    ("ssl_report", None, "num_steps", 200 * 92,
+     f"{REPORT} Sec. 2.4: Task 3 trains 200 epochs (of ceil(41,000 / 448) = 92 steps)"),
+    ("ssl_report:pseudo_label_accumulated,cifar10,250,0.6", None,
+     "pseudo_label_accumulated.threshold", 0.6, f"{REPORT} Table 1: tau = 0.6 row"),
+    ("ssl_report:pseudo_label_accumulated,cifar10,250,0.6", None,
+     "pseudo_label_accumulated.warmup_epochs", 10, f"{REPORT} Sec. 2.4: 10 warm-up epochs"),
+    ("ssl_report:pseudo_label_accumulated,cifar10,250,0.6", None,
+     "pseudo_label_accumulated.align", False, f"{REPORT} Sec. 2.1: no alignment"),
+    ("ssl_report:pseudo_label_accumulated,cifar10,250,0.6", None, "num_steps", 300 * 700,
+     f"{REPORT} Sec. 2.4: 300 epochs (of ceil(44,750 / 64) = 700 steps)"),
+    ("ssl_report:vat,cifar10,4000", None, "vat.xi", 10.0, f"{REPORT} Sec. 2.4: xi = 10"),
+    ("ssl_report:vat,cifar10,4000", None, "vat.eps", 10.0, f"{REPORT} Sec. 2.4: eps = 10"),
+    ("ssl_report:vat,cifar10,4000", None, "vat.power_iterations", 5,
+     f"{REPORT} Sec. 2.4: iter = 5"),
+    ("ssl_report:vat,cifar10,4000", None, "ramp.kind", "warmup",
+     f"{REPORT} Sec. 2.4: warm-up epochs on labeled data only"),
+    ("ssl_report:vat,cifar10,4000", None, "ramp.steps", 35 * 641,
+     f"{REPORT} Sec. 2.4: 35 warm-up epochs (of ceil(41,000 / 64) = 641 steps)"),
 ]
 
 

@@ -213,3 +213,52 @@ def test_spl_full_scale_configs_validate_and_split():
     assert len(sp.labeled) == 2400 and len(sp.val_v1) == 3500 and len(sp.val_v2) == 1500
     seen_unl = np.isin(labels[sp.unlabeled], (2, 3, 4, 5, 6, 7)).sum()
     assert seen_unl == 6 * (14000 // 6)
+
+
+def test_fixmatch_and_report_tables_wire_columns_rows_and_setups(tmp_path, monkeypatch):
+    """FixMatch / MixMatch by label count, and the SSL report's tables: each run gets its
+    column's data and labels, its row's method and threshold and its paper's training
+    setup; the embedded scale has twins only of the CIFAR-10 columns."""
+    import pytest
+
+    seen = []
+
+    def fake_train(cfg, workdir, pretrained_dir=None, stop_at=None, devices=None):
+        seen.append(cfg)
+        return {"test_accuracy_at_best_val": 0.5, "median_ema_test_accuracy": 0.5}
+
+    monkeypatch.setattr("sslj.procedures.standard.run", fake_train)
+    reproduce.run_table("fixmatch_cifar10", "full", 1, str(tmp_path / "fm"))
+    by = {(c.method, c.split.labels_per_class): c for c in seen}
+    assert set(by) == {(m, n) for m in ("supervised", "fixmatch", "mixmatch") for n in (4, 25, 400)}
+    fm, mm = by[("fixmatch", 25)], by[("mixmatch", 25)]
+    assert (fm.unlabeled_batch_size, fm.optimizer.name, fm.optimizer.lr) == (448, "nesterov", 0.03)
+    assert (mm.unlabeled_batch_size, mm.optimizer.name, mm.optimizer.lr) == (64, "adam", 0.002)
+    assert mm.split.unlabeled_size == 50_000 - 250 - 5000 and mm.mixmatch.weight == 75.0
+    seen.clear()
+    md = reproduce.run_table("fixmatch_cifar10", "embedded", 1, str(tmp_path / "fm_e"))
+    assert sorted({c.split.labels_per_class for c in seen}) == [4, 10, 50]
+    assert {c.data.source for c in seen} == {"mnist5k"} and "(5.1)" in md  # the paper's 5.07
+
+    seen.clear()
+    reproduce.run_table("ssl_report_table3", "full", 1, str(tmp_path / "t3"),
+                        columns=["cifar100-2500"])
+    assert len(seen) == 3
+    assert {c.fixmatch.threshold for c in seen} == {0.95, 0.75, 0.6}
+    for c in seen:
+        assert (c.method, c.data.source, c.split.labels_per_class) == (
+            "fixmatch_attention", "tfds:cifar100", 25)
+        assert c.model_kwargs.attention and c.unlabeled_batch_size == 448
+    seen.clear()
+    reproduce.run_table("ssl_report_table1", "full", 1, str(tmp_path / "t1"),
+                        columns=["cifar10-250"], rows=["tau=0.6"])
+    (c,) = seen
+    assert c.method == "pseudo_label_accumulated" and not c.model_kwargs.attention
+    assert c.pseudo_label_accumulated.threshold == 0.6 and c.unlabeled_batch_size == 64
+    seen.clear()
+    reproduce.run_table("ssl_report_table3", "embedded", 1, str(tmp_path / "t3e"))
+    assert sorted({c.split.labels_per_class for c in seen}) == [10, 50]
+    assert all(c.model_kwargs.attention and c.data.source == "mnist5k" for c in seen)
+    with pytest.raises(SystemExit, match="no embedded twin"):
+        reproduce.run_table("ssl_report_table3", "embedded", 1, str(tmp_path / "x"),
+                            columns=["cifar100-2500"])
