@@ -210,3 +210,10 @@ def test_strong_keeps_inputs_without_ops():
     images = _batch("rgb", 4)
     out = _strong(images, jax.random.key(0), num_ops=0, cutout=False)
     chex.assert_trees_all_close(out, images, atol=1e-6)
+
+
+def test_strong_takes_uint8_images_as_their_float_form():
+    images = _batch("rgb", 4)
+    levels = np.round((np.asarray(images) + 1.0) * 127.5).astype(np.uint8)
+    key = jax.random.key(3)
+    chex.assert_trees_all_equal(_strong(jnp.asarray(levels), key), _strong(images, key))

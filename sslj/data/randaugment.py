@@ -52,6 +52,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sslj.data.augment import to_float
+
 OPS = ("autocontrast", "brightness", "color", "contrast", "equalize", "identity", "posterize",
        "rotate", "sharpness", "shear_x", "shear_y", "solarize", "translate_x", "translate_y")
 
@@ -325,10 +327,12 @@ def _draw_magnitude(index, u):
 
 def strong(images: jax.Array, rng: jax.Array, *, num_ops: int = 2, cutout: bool = True,
            cutout_fraction: float = 0.5) -> jax.Array:
-    """RandAugment (random magnitude) + Cutout on float NHWC images in [-1, 1].
+    """RandAugment (random magnitude) + Cutout on float NHWC images in [-1, 1] (or uint8
+    images, which are mapped there first by `to_float`).
 
     Args:
-      images: float32 (N, H, W, C), C = 1 or 3, values k * 2 / 255 - 1 for levels k.
+      images: float32 (N, H, W, C), C = 1 or 3, values k * 2 / 255 - 1 for levels k; or
+        uint8 levels k.
       rng: one key; example i uses `jax.random.split(rng, N)[i]`.
       num_ops: ops per example, drawn with replacement.
       cutout: whether to add the grey (0.0) square.
@@ -337,6 +341,8 @@ def strong(images: jax.Array, rng: jax.Array, *, num_ops: int = 2, cutout: bool 
     Returns:
       float32 images of the same shape in [-1, 1].
     """
+    if images.dtype == jnp.uint8:
+        images = to_float(images)
     n, h, w, c = images.shape
     _check_channels(c)
     side = round(cutout_fraction * min(h, w))
