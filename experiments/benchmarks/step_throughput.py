@@ -10,6 +10,14 @@ images entering the step), and time / supervised time for the same model. A rati
 the method's forward/backward count means no overhead beyond the extra passes (Pi: two
 passes over the unlabeled half plus the labeled pass: ~3x FLOPs of supervised at equal
 labeled batch, REFERENCE.md).
+
+FixMatch's unlabeled batch is mu x the labeled one (`--mu`, the paper's 7), MixMatch's
+equals it (K = 2 views). `fb` is each step's forward/backward count in units of the
+supervised step (one forward + backward of B images; a forward alone counted as 1/3):
+FixMatch 1 + 2 mu (one pass over labeled + weak + strong), MixMatch K/3 (the label
+guess, forward only) + (K + 1) (the mixed pass). With FixMatch, the strong augmentation
+of its mu B unlabeled images (`sslj.data.randaugment.strong`, jitted alone) is timed in
+the same rounds and reported as a share of the FixMatch step.
 """
 
 from __future__ import annotations
@@ -33,7 +41,33 @@ SHAPES = {"wrn28_2": (32, 32, 3), "resnet32": (32, 32, 3), "resnet44": (32, 32, 
           "cnn_small": (28, 28, 1), "cnn_tiny": (28, 28, 1), "icn_mnist": (28, 28, 1)}
 
 
-def build_step(model_name, method_name, batch):
+def fb_count(method: str, mu: int, k: int = 2) -> float:
+    """Forward/backward count of a step in units of the supervised step (see above)."""
+    base = VARIANTS.get(method, (method, {}))[0]
+    if base == "supervised":
+        return 1.0
+    if base.startswith("fixmatch"):
+        return 1.0 + 2.0 * mu
+    if base == "mixmatch":
+        return k / 3.0 + (k + 1.0)
+    return float("nan")
+
+
+def build_augment(model_name, batch, mu):
+    """The strong augmentation alone, jitted, on the FixMatch step's mu B unlabeled images."""
+    import jax
+    import numpy as np
+
+    from sslj.data import randaugment
+    from sslj.data.augment import to_float
+
+    x = to_float(np.random.default_rng(1).integers(
+        0, 256, (mu * batch, *SHAPES[model_name]), np.uint8))
+    fn = jax.jit(lambda x, key: randaugment.strong(x, key))
+    return fn, x
+
+
+def build_step(model_name, method_name, batch, mu: int = 7):
     import jax
     import numpy as np
 
@@ -49,6 +83,9 @@ def build_step(model_name, method_name, batch):
     base_method, fields = VARIANTS.get(method_name, (method_name, {}))
     cfg = config_lib.set_fields(config_lib.for_method(get_config(), base_method), fields)
     cfg.model, cfg.batch_size, cfg.unlabeled_batch_size = model_name, batch, batch
+    if base_method.startswith("fixmatch"):
+        cfg.unlabeled_batch_size = mu * batch
+        cfg.data.noise_std = 0.0
     cfg.split.seen_classes = tuple(range(10))  # a 10-class head
     cfg.data.flip = SHAPES[model_name][-1] == 3
     mesh = sharding.make_mesh()
@@ -64,9 +101,10 @@ def build_step(model_name, method_name, batch):
             "label": rng.integers(0, 10, batch).astype(np.int32)}
     images = batch
     if method.uses_unlabeled:
-        host["unlabeled_image"] = rng.integers(0, 256, (batch, *SHAPES[model_name]), np.uint8)
-        host["unlabeled_index"] = np.arange(batch, dtype=np.int32)
-        images += batch
+        n_u = int(cfg.unlabeled_batch_size)
+        host["unlabeled_image"] = rng.integers(0, 256, (n_u, *SHAPES[model_name]), np.uint8)
+        host["unlabeled_index"] = np.arange(n_u, dtype=np.int32)
+        images += n_u
     step = make_train_step(model, method, opt, cfg, mesh)
     return step, state, sharding.shard_batch(mesh, host), images
 
@@ -77,6 +115,7 @@ def main(argv=None):
     parser.add_argument("--models", default="wrn28_2,cnn_small")
     parser.add_argument("--methods", default="supervised,pi_model")
     parser.add_argument("--batch", type=int, default=64, help="labeled (= unlabeled) batch")
+    parser.add_argument("--mu", type=int, default=7, help="FixMatch's unlabeled ratio")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10, help="steps timed per round")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
@@ -90,33 +129,50 @@ def main(argv=None):
     cases = {}
     for model in args.models.split(","):
         for method in methods:
-            step, state, batch, images = build_step(model, method, args.batch)
+            step, state, batch, images = build_step(model, method, args.batch, args.mu)
             state, _ = step(state, batch)  # compile
             jax.block_until_ready(state)
             cases[(model, method)] = [step, state, batch, images, []]
-    for _ in range(args.rounds):
-        for case in cases.values():
+        if any(m.startswith("fixmatch") for m in methods):
+            fn, x = build_augment(model, args.batch, args.mu)
+            jax.block_until_ready(fn(x, jax.random.PRNGKey(0)))  # compile
+            cases[(model, "strong_augment")] = [fn, None, x, args.mu * args.batch, []]
+    for r in range(args.rounds):
+        for (_, method), case in cases.items():
             step, state, batch, _, times = case
             t0 = time.perf_counter()
-            for _ in range(args.steps):
-                state, metrics = step(state, batch)
-            jax.block_until_ready(state)
+            if method == "strong_augment":
+                for i in range(args.steps):
+                    out = step(batch, jax.random.PRNGKey(r * args.steps + i))
+                jax.block_until_ready(out)
+            else:
+                for _ in range(args.steps):
+                    state, metrics = step(state, batch)
+                jax.block_until_ready(state)
+                case[1] = state
             times.append((time.perf_counter() - t0) / args.steps)
-            case[1] = state
     rows = []
     for (model, method), (_, _, _, images, times) in cases.items():
         sec = float(np.median(times))
         sup = float(np.median(cases[(model, "supervised")][4]))
-        rows.append({"model": model, "method": method, "batch": args.batch, "images": images,
-                     "s_per_step": sec, "images_per_s": images / sec, "ratio_to_supervised":
-                     sec / sup, "device": str(jax.devices()[0].platform),
-                     "devices": jax.device_count()})
+        row = {"model": model, "method": method, "batch": args.batch, "images": images,
+               "s_per_step": sec, "images_per_s": images / sec, "ratio_to_supervised":
+               sec / sup, "fb_count": fb_count(method, args.mu),
+               "device": str(jax.devices()[0].platform), "devices": jax.device_count()}
+        if method == "strong_augment":
+            fm = [m for m in methods if m.startswith("fixmatch")][0]
+            row["share_of_fixmatch_step"] = sec / float(np.median(cases[(model, fm)][4]))
+        rows.append(row)
     lines = [f"Train-step throughput ({rows[0]['device']} x{rows[0]['devices']}, labeled batch "
-             f"{args.batch}, median of {args.rounds} interleaved rounds)", "",
-             "| model | method | ms/step | images/s | time / supervised |", "|---|---|---|---|---|"]
+             f"{args.batch}, FixMatch mu {args.mu}, median of {args.rounds} interleaved rounds)",
+             "", "| model | method | ms/step | images/s | time / supervised | fb count |",
+             "|---|---|---|---|---|---|"]
     for r in rows:
+        fb = "" if r["fb_count"] != r["fb_count"] else f"{r['fb_count']:.2f}"
+        if r["method"] == "strong_augment":
+            fb = f"{100 * r['share_of_fixmatch_step']:.1f} % of the FixMatch step"
         lines.append(f"| {r['model']} | {r['method']} | {1000 * r['s_per_step']:.1f} | "
-                     f"{r['images_per_s']:.0f} | {r['ratio_to_supervised']:.2f} |")
+                     f"{r['images_per_s']:.0f} | {r['ratio_to_supervised']:.2f} | {fb} |")
     write_report(args.out, "step_throughput", rows, "\n".join(lines))
 
 
