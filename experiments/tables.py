@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from experiments.configs import ns3l as ns3l_configs
 from experiments.configs.fixmatch_cifar10 import LABELS as FM_LABELS
 from experiments.configs.fixmatch_cifar10 import PAPER_ERROR as FM_PAPER_ERROR
 from experiments.configs.proselflc_cifar100 import NOISE, PAPER_TABLE4, run_name
@@ -88,7 +89,7 @@ TABLES = {
     "oliver_mismatch": Table(
         title="Class mismatch (Oliver et al. 2018, Fig. 2): seen-class test error (%) "
               "vs mismatch ratio",
-        methods=ALL_SSL,
+        methods=ALL_SSL + ("supervised+ns3l", "vat+ns3l"),
         sweep_field="split.mismatch_ratio",
         sweep_values=(0.0, 0.25, 0.5, 0.75, 1.0),
         configs={"embedded": "default", "full": "oliver_cifar10_mismatch"},
@@ -383,3 +384,65 @@ TABLES["ssl_report_table3"] = _report_table(
                                          "model_kwargs.attention": True})
      for t in _TAUS},
     {f"tau={t}": _paper_by_column(REPORT_PAPER[("fixmatch_attention", t)]) for t in _TAUS})
+
+
+# ------------------------------------------------------------------ NS3L
+# embedded twins: MNIST-5k (digits 0-5, no mismatch: the default's 6-class threshold) for
+# CIFAR-10 / F-MNIST, sklearn's 8x8 digits (all ten seen, oliver_table1_svhn's twin) for
+# SVHN; the digits twin's threshold is the paper's 10-class 0.04
+_DIGITS = {"data.source": "digits", "model": "cnn_tiny", "split.seen_classes": tuple(range(10)),
+           "split.mismatch_ratio": 0.0, "split.unlabeled_size": 1000,
+           "split.num_validation": 200, "data.crop_pad": 1, "ns3l.threshold": 0.04}
+_NS3L_COLUMNS = {s: ns3l_configs.column_fields(s) for s in ns3l_configs.SETTINGS}
+TABLES["ns3l_table1"] = Table(
+    title="NS3L Table 1: supervised, Pseudo-Label, VAT, VAT + EntMin, NS3L and VAT + NS3L: "
+          "test error (%)",
+    methods=ns3l_configs.TABLE1_ROWS,
+    sweep_field="setting",
+    sweep_values=ns3l_configs.TABLE1_SETTINGS,
+    configs={"embedded": "default", "full": "ns3l"},
+    sweep_overrides={s: _NS3L_COLUMNS[s] for s in ns3l_configs.TABLE1_SETTINGS},
+    scale_sweep_overrides={"embedded": {"cifar10-4000": {"split.mismatch_ratio": 0.0},
+                                        "svhn-1000": _DIGITS}},
+    paper=ns3l_configs.PAPER_TABLE1,
+    reported="Paper values in parentheses: the NS3L paper's Table 1 "
+             "(experiments/configs/ns3l.py). Embedded twins: cifar10-4000 = MNIST-5k, "
+             "digits 0-5, 10 labels per digit, no mismatch (T = 0.4 / 6); svhn-1000 = "
+             "sklearn digits, ten classes, 10 labels per digit (T = 0.04). NS3L rows at the "
+             "paper's lr 6e-4 (Adam), the others at the embedded default's.",
+)
+TABLES["ns3l_mixmatch"] = Table(
+    title="NS3L Tables 2-4: MixMatch and MixMatch + NS3L: test error (%), median of the EMA "
+          "model's last 20 evaluations",
+    methods=("mixmatch", "mixmatch+ns3l"),
+    sweep_field="setting",
+    sweep_values=ns3l_configs.MIXMATCH_SETTINGS,
+    configs={"full": "ns3l"},
+    sweep_overrides={s: _NS3L_COLUMNS[s] for s in ns3l_configs.MIXMATCH_SETTINGS},
+    metric="median_ema_test_accuracy",
+    paper=ns3l_configs.PAPER_MIXMATCH,
+    reported="Paper values in parentheses: the NS3L paper's Tables 2-4. STL-10 uses the "
+             "labeled train split's other images as unlabeled data (no `unlabelled` split "
+             "in sslj's TFDS source; experiments/configs/ns3l.py).",
+)
+_TABLE5_FIELDS = {"fmnist-2000": _NS3L_COLUMNS["fmnist-2000"]}
+TABLES["ns3l_table5"] = Table(
+    title="NS3L Table 5: negative-selection strategies, NS3L alone: test error (%)",
+    methods=tuple(ns3l_configs.TABLE5_ROWS),
+    rows={label: ("supervised", {}) if spec is None else
+          ("supervised+ns3l", {"ns3l.strategy": spec[0],
+                               **({"ns3l.threshold": spec[1]} if spec[1] else {})})
+          for label, spec in ns3l_configs.TABLE5_ROWS.items()},
+    sweep_field="setting",
+    sweep_values=("fmnist-2000",),
+    configs={"embedded": "default", "full": "ns3l"},
+    sweep_overrides=_TABLE5_FIELDS,
+    # digits twin: every row at one lr (the embedded default's 3e-3), lambda_1 = 1
+    scale_sweep_overrides={"embedded": {"fmnist-2000": {**_DIGITS, "optimizer.lr": 3e-3}}},
+    paper=ns3l_configs.PAPER_TABLE5,
+    reported="Paper values in parentheses: the NS3L paper's Table 5 (F-MNIST, 2,000 labels, "
+             "small CNN, 50 epochs, error at the end of training). Embedded twin: sklearn "
+             "digits, ten classes, 10 labels per digit, cnn_tiny, every row at Adam 3e-3; "
+             "oracle rows use the unlabeled data's true labels (results.json: "
+             "ns3l.uses_true_unlabeled_labels).",
+)

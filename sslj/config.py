@@ -1,5 +1,5 @@
 """The config as a whole: `validate` (every component checks its own section), run
-names (`<method>[+<target>][+<spl>]`, `for_method` / `run_name`) and the base-run key
+names (`<method>[+<target>][+<add-on>][+<spl>]`, `for_method` / `run_name`) and the base-run key
 SPL's pretraining is shared by.
 
 A bad config raises `ConfigError` naming the field (dotted path) and the allowed values,
@@ -23,8 +23,9 @@ from sslj.losses import targets
 from sslj.spl import validation as spl_validation
 from sslj.train import validation as train_validation
 
-__all__ = ["ConfigError", "SPL_SUFFIXES", "base_run_key", "for_method", "nested_fields",
-           "parse_methods", "run_name", "set_fields", "split_run_name", "validate",
+__all__ = ["ADDON_SUFFIXES", "ConfigError", "SPL_SUFFIXES", "base_run_key", "for_method",
+           "nested_fields",
+           "parse_methods", "run_addons", "run_name", "set_fields", "split_run_name", "validate",
            "validate_run_name", "without_spl"]
 
 
@@ -54,6 +55,8 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int | None = No
         spl_validation.validate_config(config, devices)
     for name in parse_methods(config.get("compare", "")):
         validate_run_name(name)
+    for key in config.get("method_overrides", {}):
+        validate_run_name(key, f"method_overrides.{key}")
 
 
 # run-name suffixes that turn SPL on: name -> spl fields they set
@@ -64,26 +67,39 @@ SPL_SUFFIXES = {
 }
 
 
+# run-name suffixes that add a loss term: name -> fields they set
+ADDON_SUFFIXES = {"ns3l": {"ns3l.enabled": True}}
+
+
 def split_run_name(name: str) -> tuple[str, str, str]:
-    """`"<method>[+<target>][+<spl suffix>]"` -> (method, target or "", spl suffix or "")."""
+    """`"<method>[+<target>][+<add-on>...][+<spl suffix>]"` -> (method, target or "", spl
+    suffix or ""); the add-ons are `run_addons(name)`."""
     method, *rest = name.split("+")
-    target = next((r for r in rest if r not in SPL_SUFFIXES), "")
+    target = next((r for r in rest if r not in SPL_SUFFIXES and r not in ADDON_SUFFIXES), "")
     spl = next((r for r in rest if r in SPL_SUFFIXES), "")
     return method, target, spl
 
 
-def validate_run_name(name: str) -> None:
-    """A run name of `compare`: a registered method, at most one target modifier and at
-    most one SPL suffix."""
+def run_addons(name: str) -> tuple[str, ...]:
+    """The add-on suffixes of a run name (`"vat+ns3l+spl"` -> `("ns3l",)`)."""
+    return tuple(r for r in name.split("+")[1:] if r in ADDON_SUFFIXES)
+
+
+def validate_run_name(name: str, field: str = "compare") -> None:
+    """A run name of `compare`: a registered method, at most one target modifier, each
+    add-on at most once and at most one SPL suffix."""
     method, *rest = name.split("+")
     if method not in methods.METHODS:
-        raise ConfigError("compare", f"unknown method {method!r}", sorted(methods.METHODS))
-    targets_ = [r for r in rest if r not in SPL_SUFFIXES]
+        raise ConfigError(field, f"unknown method {method!r}", sorted(methods.METHODS))
+    targets_ = [r for r in rest if r not in SPL_SUFFIXES and r not in ADDON_SUFFIXES]
     spls = [r for r in rest if r in SPL_SUFFIXES]
-    if len(targets_) > 1 or len(spls) > 1 or any(t not in targets.TARGETS for t in targets_):
-        raise ConfigError("compare", f"invalid run name {name!r}: expected "
-                          "<method>[+<target>][+<spl>]",
-                          {"target": list(targets.TARGETS), "spl": list(SPL_SUFFIXES)})
+    addons = run_addons(name)
+    if (len(targets_) > 1 or len(spls) > 1 or len(set(addons)) < len(addons)
+            or any(t not in targets.TARGETS for t in targets_)):
+        raise ConfigError(field, f"invalid run name {name!r}: expected "
+                          "<method>[+<target>][+<add-on>][+<spl>]",
+                          {"target": list(targets.TARGETS), "add-on": list(ADDON_SUFFIXES),
+                           "spl": list(SPL_SUFFIXES)})
 
 
 def nested_fields(fields: dict) -> ml_collections.ConfigDict:
@@ -100,16 +116,19 @@ def nested_fields(fields: dict) -> ml_collections.ConfigDict:
 
 def for_method(config: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:
     """A copy of `config` that trains `method`, with `method_overrides.<method>` merged in
+    (then `method_overrides.<run name>` for run names it contains, e.g. `vat+ns3l`)
     (nested like the config: `method_overrides.pi_model.optimizer.lr = 3e-4`).
 
     `method` may name a target modifier too, `"<method>+<target>"` (e.g.
     `supervised+proselflc`): it sets `target.kind`, and `target.eps` to the paper's
     default for that modifier (`losses.targets.DEFAULT_EPS`) unless the config gives one;
-    and SPL, `"<method>+spl"` (hard mask), `"+spl_soft"` or `"+finetune"` (the fine-tune-
-    on-V1 baseline), which set the `spl` fields of `SPL_SUFFIXES`.
+    add-on terms, `"<method>+ns3l"` (`ADDON_SUFFIXES`: NS3L on; `"supervised+ns3l"` is
+    NS3L alone); and SPL, `"<method>+spl"` (hard mask), `"+spl_soft"` or `"+finetune"`
+    (the fine-tune-on-V1 baseline), which set the `spl` fields of `SPL_SUFFIXES`.
     """
     out = copy.deepcopy(config)
-    method, target, spl = split_run_name(method)
+    name = method
+    method, target, spl = split_run_name(name)
     with out.unlocked():
         out.method = method
         if target:
@@ -118,14 +137,27 @@ def for_method(config: ml_collections.ConfigDict, method: str) -> ml_collections
                 out.target.eps = targets.DEFAULT_EPS.get(target, 0.0)
         for field, value in SPL_SUFFIXES.get(spl, {}).items():
             out.spl[field] = value
-        overrides = out.get("method_overrides", {}).get(method, {})
-        for field in leaf_fields(overrides):
-            *parents, leaf = field.split(".")
-            src, dst = overrides, out
-            for p in parents:
-                src, dst = src[p], dst[p]
-            dst[leaf] = src[leaf]
+        for addon in run_addons(name):
+            set_fields(out, ADDON_SUFFIXES[addon])
+        for key in _override_keys(out.get("method_overrides", {}), name):
+            overrides = out.method_overrides[key]
+            for field in leaf_fields(overrides):
+                *parents, leaf = field.split(".")
+                src, dst = overrides, out
+                for p in parents:
+                    src, dst = src[p], dst[p]
+                dst[leaf] = src[leaf]
     return out
+
+
+def _override_keys(method_overrides, name: str) -> list[str]:
+    """The `method_overrides` keys that apply to run `name`: its method, then every run
+    name whose parts it contains (`vat+ns3l` applies to `vat+ns3l+spl`), fewer parts
+    first, so the most specific wins."""
+    method, *rest = name.split("+")
+    keys = [k for k in method_overrides
+            if k.split("+")[0] == method and set(k.split("+")[1:]) <= set(rest)]
+    return sorted(keys, key=lambda k: len(k.split("+")))
 
 
 def run_name(config) -> str:
@@ -134,6 +166,10 @@ def run_name(config) -> str:
     target = config.get("target", {}).get("kind", "cce")
     if target != "cce":
         name += f"+{target}"
+    for addon, fields in ADDON_SUFFIXES.items():
+        if all(f.split(".")[0] in config and checks.get_field(config, f) == v
+               for f, v in fields.items()):
+            name += f"+{addon}"
     spl = config.get("spl", {})
     if spl.get("enabled", False):
         name += ("+finetune" if spl.finetune_v1 else

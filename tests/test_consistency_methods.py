@@ -221,9 +221,11 @@ def test_entmin_matches_numpy_and_composes():
     assert names(tiny_config(method="vat_entmin")) == {"xe": 1.0, "vat": 0.3, "entmin": 0.1}
     assert names(tiny_config(method="mean_teacher", **{"entmin.weight": 0.2}))["entmin"] == 0.2
     assert "entmin" not in names(tiny_config(method="pi_model"))
-    with pytest.raises(ConfigError) as e:
-        validate(tiny_config(method="supervised", **{"entmin.weight": 0.1}))
-    assert e.value.field == "entmin.weight"
+    # EntMin alone: the supervised method then runs its clean pass over labeled +
+    # unlabeled images, whose unlabeled part the term reads
+    alone = tiny_config(method="supervised", **{"entmin.weight": 0.1})
+    validate(alone)
+    assert get_method(alone).uses_unlabeled and names(alone) == {"xe": 1.0, "entmin": 0.1}
 
 
 @pytest.mark.parametrize("entmin_pass", ["adversarial", "clean"])

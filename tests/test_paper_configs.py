@@ -43,6 +43,7 @@ FM_CODE = "google-research/fixmatch"
 MM = "Berthelot et al. 2019 (MixMatch)"
 MM_CODE = "google-research/mixmatch"
 REPORT = "the SSL report (PL, VAT, attention FixMatch)"
+NS3L = "Chen et al. (NS3L)"
 
 # Oliver et al.'s training setup, shared by their benchmarks: (run, field, value, source).
 # Checked on every Oliver config, and on every SPL config for the runs SPL pretrains with
@@ -342,6 +343,66 @@ PAPER_VALUES = [
      f"{MM_CODE}: v <- v (1 - wd lr) after the Adam step"),
     ("fixmatch_cifar10", "mixmatch", "optimizer.decay_params", "kernels",
      f"{MM_CODE}: only variables with 'kernel' in the name"),
+
+    # ---- NS3L (Chen et al.), Tables 1-5 ----
+    *[(f"ns3l:{setting}", "supervised+ns3l", field, value, src)
+      for setting in ("cifar10-4000", "svhn-1000", "cifar100-10000")
+      for field, value, src in [
+          ("ns3l.enabled", True, f"{NS3L} Sec. 4.1.2: NS3L alone = supervised + lambda_1 NS3L"),
+          ("ns3l.weight", 1.0, f"{NS3L} Sec. 4.1.3: lambda_1 = 1"),
+          ("optimizer.lr", 6e-4, f"{NS3L} Sec. 4.1.3: learning rate 6e-4"),
+          ("ns3l.strategy", "threshold", f"{NS3L} Sec. 4.1.2 / Algorithm 1")]],
+    ("ns3l", "supervised+ns3l", "ns3l.threshold", 0.04, f"{NS3L} Sec. 4.1.3: T = 0.04"),
+    ("ns3l:svhn-1000", "supervised+ns3l", "ns3l.threshold", 0.04,
+     f"{NS3L} Sec. 4.1.3: SVHN as CIFAR-10"),
+    ("ns3l:cifar100-10000", "supervised+ns3l", "ns3l.threshold", 0.004,
+     f"{NS3L} Sec. 4.1.3: T = 0.04 / 10"),
+    ("ns3l", "vat+ns3l", "optimizer.lr", 6e-4, f"{NS3L} Sec. 4.1.3: shared lr 6e-4"),
+    ("ns3l", "vat+ns3l", "ns3l.weight", 0.3, f"{NS3L} Sec. 4.1.3: lambda_1 from 1 to 0.3"),
+    ("ns3l", "vat+ns3l", "vat.weight", 0.3, f"{NS3L} Sec. 4.1.3: identical to lambda_2"),
+    ("ns3l:svhn-1000", "vat+ns3l", "ns3l.weight", 0.3, f"{NS3L} Sec. 4.1.3: as CIFAR-10"),
+    ("ns3l:cifar100-10000", "vat+ns3l", "optimizer.lr", 3e-3,
+     f"{NS3L} Sec. 4.1.3: CIFAR-100 shared lr 3e-3"),
+    ("ns3l:cifar100-10000", "vat+ns3l", "ns3l.weight", 0.3,
+     f"{NS3L} Sec. 4.1.3: CIFAR-100 lambda_1 = 0.3"),
+    ("ns3l:cifar100-10000", "vat+ns3l", "vat.weight", 0.6,
+     f"{NS3L} Sec. 4.1.3: CIFAR-100 lambda_2 = 0.6"),
+    ("ns3l:cifar100-10000", None, "vat.eps", 6.0,
+     f"{NS3L} Sec. 4.1.3: VAT's CIFAR-10 settings on CIFAR-100; {OLIVER}: eps 6.0"),
+    ("ns3l:cifar100-10000", None, "split.labels_per_class", 100,
+     f"{NS3L} Sec. 4.1.3: 10,000 labels, 100 classes"),
+    ("ns3l:cifar100-10000", None, "split.unlabeled_size", 35_000,
+     f"{NS3L} Sec. 4.1.3: 35,000 unlabeled"),
+    ("ns3l", "vat", "optimizer.lr", 3e-3, f"{HP} base initial_lr (VAT row as Oliver)"),
+    ("ns3l", None, "split.unlabeled_size", 41_000, f"{NS3L} Sec. 4.1.3: 41,000 unlabeled"),
+    *[(f"ns3l:{setting}", run, field, value, src)
+      for setting, lambda_u, lambda_1, labels in [
+          ("mm-cifar10-250", 75.0, 5.0, 25), ("mm-cifar10-4000", 75.0, 10.0, 400),
+          ("mm-svhn-250", 250.0, 2.0, 25), ("mm-svhn-1000", 250.0, 2.0, 100),
+          ("mm-stl10-1000", 50.0, 2.0, 100)]
+      for run, field, value, src in [
+          (None, "mixmatch.weight", lambda_u, f"{NS3L} Sec. 4.2.3: lambda_3 = {lambda_u:g}"),
+          (None, "mixmatch.alpha", 0.75, f"{NS3L} Sec. 4.2.3: alpha = 0.75"),
+          (None, "split.labels_per_class", labels, f"{NS3L} Sec. 4.2.3: {labels * 10} labels"),
+          (None, "optimizer.lr", 0.002, f"{MM_CODE}: lr 0.002 (NS3L runs the official code)"),
+          ("mixmatch+ns3l", "ns3l.threshold", 0.05, f"{NS3L} Sec. 4.2.3: T = 0.05"),
+          ("mixmatch+ns3l", "ns3l.weight", lambda_1,
+           f"{NS3L} Sec. 4.2.3: lambda_1 = {lambda_1:g}")]],
+    ("ns3l:mm-cifar10-250", None, "num_steps", 300 * 1024,
+     f"{NS3L} Sec. 4.2: 300 epochs (of 64 kimg, MixMatch's code: 1,024 steps of 64)"),
+    ("ns3l:mm-svhn-1000", None, "num_steps", 300 * 1024, f"{NS3L} Sec. 4.2: 300 epochs"),
+    ("ns3l:mm-cifar10-250", None, "median_last_evals", 20,
+     f"{NS3L} Sec. 4.2: median of the last 20 checkpoints"),
+    ("ns3l:mm-cifar10-250", None, "ema_decay", 0.999, f"{MM}: EMA 0.999"),
+    ("ns3l:fmnist-2000", None, "data.source", "tfds:fashion_mnist", f"{NS3L} Sec. 5: F-MNIST"),
+    ("ns3l:fmnist-2000", None, "split.labels_per_class", 200,
+     f"{NS3L} Sec. 5: 2,000 labeled"),
+    ("ns3l:fmnist-2000", None, "split.unlabeled_size", 58_000,
+     f"{NS3L} Sec. 5: 58,000 unlabeled"),
+    ("ns3l:fmnist-2000", None, "model", "cnn_small", f"{NS3L} Sec. 5: a small CNN"),
+    ("ns3l:fmnist-2000", None, "num_steps", 50 * (58_000 // 64),
+     f"{NS3L} Table 5: 50 epochs (over the unlabeled set, 64 per step; the paper gives no "
+     "batch size)"),
 
     # ---- the SSL report (PL, VAT, attention-KL FixMatch) ----
     ("ssl_report", None, "data.source", "tfds:cifar10", f"{REPORT} Sec. 2.4: CIFAR-10"),

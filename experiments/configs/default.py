@@ -190,6 +190,18 @@ def get_config():
     c.mixmatch.alpha = 0.75
     c.mixmatch.mix = "example"  # lambda per example (official code) | "batch"
 
+    # NS3L (Chen et al.; sslj/methods/ns3l.py): an add-on term for any method, turned on by
+    # a run name "<method>+ns3l" ("supervised+ns3l" is NS3L alone). Threshold: the paper's
+    # T = 0.04 is for 10 classes and it divides T by 10 for 100 classes (T ~ 0.4 / C);
+    # with the 6 seen digits here that rule gives 0.4 / 6.
+    c.ns3l = ml_collections.ConfigDict()
+    c.ns3l.enabled = False
+    c.ns3l.weight = 1.0  # lambda_1 (NS3L alone: 1; with VAT: 0.3, method_overrides)
+    # threshold | uniform-<k> | oracle-<k> | nn-exclude[4][-<k>] | nn-furthest[-class]
+    c.ns3l.strategy = "threshold"
+    c.ns3l.threshold = 0.4 / 6
+    c.ns3l.ramp = False  # the paper: a constant weight
+
     # Safe parameter learning (He et al. 2022; sslj/spl). A run name "<method>+spl" (hard
     # mask), "+spl_soft" or "+finetune" (the fine-tune-on-V1 baseline) turns it on: the
     # base method pretrains for num_steps, then identify -> rounds x (inner, outer).
@@ -247,4 +259,16 @@ def get_config():
         {**no_noise, "model_kwargs": ml_collections.ConfigDict({"attention": True})})
     c.method_overrides.mixmatch = ml_collections.ConfigDict(
         {**no_noise, "ramp": ml_collections.ConfigDict({"kind": "linear"})})
+    # NS3L's paper (Sec. 4.1.3): lr 6e-4 for NS3L alone and VAT + NS3L, whose weights are
+    # lambda_1 = lambda_2 = 0.3; MixMatch + NS3L: T = 0.05 on 10 classes (0.5 / C here),
+    # lambda_1 5 (CIFAR-10 250 labels)
+    c.method_overrides["supervised+ns3l"] = ml_collections.ConfigDict(
+        {"optimizer": ml_collections.ConfigDict({"lr": 6e-4})})
+    c.method_overrides["vat+ns3l"] = ml_collections.ConfigDict(
+        {"optimizer": ml_collections.ConfigDict({"lr": 6e-4}),
+         "vat": ml_collections.ConfigDict({"weight": 0.3}),
+         "ns3l": ml_collections.ConfigDict({"weight": 0.3})})
+    c.method_overrides["vat_entmin+ns3l"] = c.method_overrides["vat+ns3l"]
+    c.method_overrides["mixmatch+ns3l"] = ml_collections.ConfigDict(
+        {"ns3l": ml_collections.ConfigDict({"weight": 5.0, "threshold": 0.5 / 6})})
     return c

@@ -95,9 +95,10 @@ class TrainStreams:
         else:
             unl = numpy_stream(self.unlabeled, self.unlabeled_batch_size, self.seed * 2 + 1,
                                start_step)
-            host = ({"image": a["image"], "label": a["label"], "unlabeled_image": b["image"],
-                     "unlabeled_index": b["index"],
-                     **({"unlabeled_label": b["label"]} if "label" in b else {})}
+            # every unlabeled field as unlabeled_<name>: image, index, label (monitors
+            # only) and any per-example array a method adds (NS3L's neighbour classes)
+            host = ({"image": a["image"], "label": a["label"],
+                     **{f"unlabeled_{k}": v for k, v in b.items()}}
                     for a, b in zip(lab, unl, strict=False))
         return prefetch_to_mesh(host, mesh)
 

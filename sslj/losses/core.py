@@ -65,3 +65,27 @@ def masked_mean(values: jax.Array, where: jax.Array | None = None) -> jax.Array:
         return jnp.mean(values)
     where = where.astype(values.dtype)
     return jnp.sum(values * where) / jnp.maximum(jnp.sum(where), 1.0)
+
+
+def negative_sampling(logits: jax.Array, negatives: jax.Array) -> jax.Array:
+    """NS3L's per-example loss (Chen et al., Eq. of Sec. 2 / Algorithm 1):
+    -log(1 - sum_{j in N} softmax(logits)_j), N the example's negative classes
+    (`negatives`, a boolean mask of the logits' shape).
+
+    Computed in log space: 1 - sum_{j in N} p_j = sum_{j not in N} p_j, so the loss is
+    logsumexp(z) - logsumexp(z_j, j not in N), exact for any mass of the negatives (finite
+    while one class is not a negative) and with a gradient softmax(z) - softmax(z | not N)
+    whose entries lie in [-1, 1]: nothing to clamp. The official code computes 1 - sum in
+    float32 and clamps it to [1e-8, 1] before the log: the same loss up to rounding while
+    the negatives' mass is below ~1 - 1e-6, then a value capped at -log(1e-8) = 18.4 with
+    zero gradient; here the loss keeps growing (-log(1e-7) = 16.1 exactly at mass
+    1 - 1e-7) and keeps pulling the mass down. An example with no negatives has loss 0,
+    and so (the convention here, where the official clamp gives 18.4 with zero gradient)
+    does one whose negatives cover every class: both carry no information and no gradient.
+    """
+    z = logits.astype(jnp.float32)
+    negatives = negatives.astype(jnp.bool_)
+    informative = ~jnp.all(negatives, axis=-1, keepdims=True)
+    drop = negatives & informative  # an all-negative row keeps every class: loss 0
+    kept = jnp.where(drop, -jnp.inf, z)
+    return jax.nn.logsumexp(z, axis=-1) - jax.nn.logsumexp(kept, axis=-1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sslj.common.checks import ConfigError, check_choice, check_number, get_field, leaf_fields
+from sslj.methods import ns3l
 from sslj.methods.base import Method, StepContext, Term
 from sslj.methods.fixmatch import FixMatch, FixMatchAttention
 from sslj.methods.mean_teacher import MeanTeacher
@@ -31,13 +32,17 @@ def get_method(config) -> Method:
 
 
 def validate_config(config) -> None:
-    """Checks `method`, the add-on terms (`entmin`), `method_overrides` (known methods,
-    existing fields) and the method's own section (`Method.validate`)."""
+    """Checks `method`, the add-on terms (`entmin`, `ns3l`), `method_overrides` (keyed by
+    a method or a run name of one, e.g. `vat+ns3l`; existing fields) and the method's own
+    section (`Method.validate`)."""
     check_choice(config, "method", sorted(METHODS))
     if "entmin" in config:
         check_number(config, "entmin.weight", low=0.0)
+    if "ns3l" in config:
+        seen = config.get("split", {}).get("seen_classes")
+        ns3l.validate_config(config, len(seen) if seen else None)
     for method, overrides in dict(config.get("method_overrides", {})).items():
-        if method not in METHODS:
+        if method.split("+")[0] not in METHODS:
             raise ConfigError(f"method_overrides.{method}", "unknown method", sorted(METHODS))
         for field in leaf_fields(overrides):
             if field.startswith("model_kwargs."):

@@ -12,6 +12,12 @@ method by H(q~, p) with the modified target q~ (`sslj.losses.targets`).
 The train core calls a method only through the hooks of
 `sslj.train.interface.TrainMethod`, which `Method` implements.
 
+Add-on outputs: `addon_outputs(ctx, outputs, batch, rng)` runs after `outputs` inside
+the loss (NS3L's negatives, `sslj.methods.ns3l`), `addon_monitors` beside `monitors`;
+`unlabeled_features(...)` gives per-unlabeled-example arrays the data stream carries
+(NS3L's nearest-neighbour classes, as `unlabeled_<name>` batch keys) and
+`results_info()` what results.json reports about the add-ons.
+
 Optional hooks for stateful methods:
   * `init_extra(num_unlabeled, variables)` / `update_extra(state, new_state, outputs,
     batch)`: method state in `TrainState.extra` (Mean Teacher's teacher, Temporal
@@ -36,6 +42,7 @@ import jax.numpy as jnp
 from sslj.common.checks import ConfigError
 from sslj.data.augment import to_float
 from sslj.losses import TargetModifier, cross_entropy, entropy
+from sslj.methods import ns3l
 from sslj.train.interface import Batch, Outputs, StepContext
 from sslj.train.schedules import ramp
 
@@ -109,17 +116,22 @@ class Method(abc.ABC):
     """Base class; subclasses set `name` and register with `sslj.methods.register`."""
 
     name: ClassVar[str]
-    uses_unlabeled: ClassVar[bool] = True
+    uses_unlabeled: bool = True  # the loop feeds unlabeled batches only then
+    # NS3L's nearest-neighbour strategies index the unlabeled examples of `logits_u`
+    ns3l_neighbours_ok: ClassVar[bool] = True
 
     def __init__(self, config):
         self.config = config
+        self._info: dict = {}
 
     @classmethod
     def validate(cls, config) -> None:
         """Method-specific config checks (raise `sslj.common.checks.ConfigError`)."""
-        if _entmin_weight(config) > 0 and not cls.uses_unlabeled:
-            raise ConfigError("entmin.weight", f"> 0 but {cls.name} uses no unlabeled data",
-                              "0.0 for this method")
+        if ns3l.enabled(config) and not cls.ns3l_neighbours_ok and ns3l.parse_strategy(
+                config.ns3l.strategy).uses_neighbours:
+            raise ConfigError("ns3l.strategy", f"{config.ns3l.strategy!r}: {cls.name}'s NS3L "
+                              "examples are mixed images, not unlabeled examples",
+                              "threshold, uniform-<k> or oracle-<k>")
 
     @abc.abstractmethod
     def outputs(self, ctx: StepContext, batch: Batch, rng: jax.Array) -> dict[str, jax.Array]:
@@ -140,10 +152,69 @@ class Method(abc.ABC):
                 return modifier.loss(outputs["logits"], batch["label"], step)
             out = tuple(dataclasses.replace(t, fn=modified_xe, uses_step=True)
                         if t.name == "xe" else t for t in out)
-        weight = _entmin_weight(self.config)
+        weight = entmin_weight(self.config)
         if weight > 0:
             out += (Term("entmin", entmin, weight=weight, ramp=self.consistency_ramp()),)
+        if ns3l.enabled(self.config):
+            ramp = {"ramp": self.consistency_ramp()} if self.config.ns3l.ramp else {}
+            out += (Term("ns3l", ns3l.loss, weight=float(self.config.ns3l.weight), **ramp),)
         return out
+
+    def ns3l_source(self, outputs: Outputs, batch: Batch) -> dict[str, jax.Array]:
+        """What NS3L works on: `logits` (with gradient), the `reference` probabilities the
+        threshold reads, the examples' `true_label` (-1: unseen class; for the oracle and
+        the monitors, when the batch has them) and the unlabeled `index` (nn-*). Default:
+        the unlabeled part of the clean pass (`logits_u`) and its own probabilities."""
+        logits = outputs["logits_u"]
+        out = {"logits": logits, "reference": jax.nn.softmax(
+            jax.lax.stop_gradient(logits).astype(jnp.float32)), "index": batch["unlabeled_index"]}
+        if "unlabeled_label" in batch:
+            out["true_label"] = batch["unlabeled_label"]
+        if "unlabeled_nn" in batch:
+            out["neighbours"] = batch["unlabeled_nn"]
+        return out
+
+    def addon_outputs(self, ctx: StepContext, outputs: Outputs, batch: Batch,
+                      rng: jax.Array) -> Outputs:
+        """`outputs` plus what the add-on terms need (NS3L: `ns3l_logits`,
+        `ns3l_negatives`, `ns3l_true_label`)."""
+        del ctx
+        if not ns3l.enabled(self.config):
+            return outputs
+        src = self.ns3l_source(outputs, batch)
+        strategy = ns3l.parse_strategy(self.config.ns3l.strategy)
+        negatives = ns3l.select_negatives(
+            strategy, src["reference"], rng, threshold=float(self.config.ns3l.threshold),
+            true_label=src.get("true_label"), neighbours=src.get("neighbours"))
+        extra = {"ns3l_logits": src["logits"], "ns3l_negatives": negatives}
+        if "true_label" in src:
+            extra["ns3l_true_label"] = src["true_label"]
+        return {**outputs, **extra}
+
+    def addon_monitors(self, outputs: Outputs, batch: Batch) -> dict[str, jax.Array]:
+        return ns3l.monitors(outputs, batch) if ns3l.enabled(self.config) else {}
+
+    def unlabeled_features(self, labeled_images, labeled_labels, unlabeled_images,
+                           num_classes: int) -> dict:
+        """Per-unlabeled-example arrays for the data stream (batch keys `unlabeled_<k>`):
+        NS3L's nearest-neighbour classes when its strategy needs them (timed, the time
+        in `results_info`)."""
+        if not ns3l.enabled(self.config):
+            return {}
+        strategy = ns3l.parse_strategy(self.config.ns3l.strategy)
+        self._info["ns3l"] = {"strategy": self.config.ns3l.strategy,
+                              "uses_true_unlabeled_labels": strategy.uses_true_labels}
+        if not strategy.uses_neighbours:
+            return {}
+        table, seconds = ns3l.neighbour_classes(labeled_images, labeled_labels,
+                                                unlabeled_images, num_classes)
+        self._info["ns3l"].update(preprocessing_s=seconds, neighbour_space="raw pixels")
+        return {"nn": table}
+
+    def results_info(self) -> dict:
+        """Blocks results.json reports about the add-ons (NS3L's strategy, whether it used
+        the unlabeled data's true labels, its preprocessing time)."""
+        return dict(self._info)
 
     def init_extra(self, num_unlabeled: int, variables) -> dict:
         """Method state kept in `TrainState.extra` (empty for stateless methods).
@@ -193,5 +264,5 @@ class Method(abc.ABC):
         return ramp(self.config.ramp.kind, int(self.config.ramp.steps))
 
 
-def _entmin_weight(config) -> float:
+def entmin_weight(config) -> float:
     return float(config.get("entmin", {}).get("weight", 0.0))

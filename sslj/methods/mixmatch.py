@@ -26,6 +26,12 @@ fair sample of labeled and unlabeled data. Here the whole mixed set is one batch
 batch statistics are those of all (K + 1) B examples, and the running statistics are
 written from exactly that mix, so there is nothing to interleave.
 
+NS3L (`mixmatch+ns3l`, the NS3L paper's Sec. 4.2.2): over every example of X' and U'
+(the one mixed pass), negatives chosen by the threshold (or uniform / oracle draws) from
+MixMatch's generated labels (the mixed targets), not the model's predictions; an
+example's true label (oracle, monitors) is that of its own image, which lambda' >= 0.5
+keeps dominant.
+
 Target modifiers (`config.target`) act on the mixed labeled targets: the supervised term
 is H(q~, p) with q~ = modifier(mixed target, mixed logits).
 """
@@ -74,6 +80,7 @@ def l2_unlabeled(logits: jax.Array, target: jax.Array) -> jax.Array:
 
 class MixMatch(Method):
     name = "mixmatch"
+    ns3l_neighbours_ok = False  # its NS3L examples are mixed images
 
     @classmethod
     def validate(cls, config):
@@ -140,6 +147,18 @@ class MixMatch(Method):
         return {"target_eps": jnp.mean(modifier.epsilon(outputs["logits"], step)),
                 "target_label_changed": jnp.mean(
                     jnp.argmax(target, -1) != jnp.argmax(outputs["label_target"], -1))}
+
+    def ns3l_source(self, outputs, batch):
+        """NS3L over X' and U' with negatives from the generated (mixed) labels."""
+        out = {"logits": jnp.concatenate([outputs["logits"], outputs["logits_u"]]),
+               "reference": jnp.concatenate([outputs["label_target"],
+                                             outputs["unlabeled_target"]])}
+        if "unlabeled_label" in batch:
+            k = int(self.config.mixmatch.k)
+            out["true_label"] = jnp.concatenate(
+                [batch["label"].astype(jnp.int32)]
+                + [batch["unlabeled_label"].astype(jnp.int32)] * k)
+        return out
 
     def monitors(self, outputs, batch):
         out = {"mixmatch_guess_max": jnp.mean(jnp.max(outputs["guess"], axis=-1)),

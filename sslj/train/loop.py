@@ -126,6 +126,9 @@ def train_streams(exp: Experiment) -> pipeline.TrainStreams:
                      "index": np.arange(len(sp.unlabeled), dtype=np.int32),
                      "label": splits_lib.relabel(ds.train_labels, sp.seen_classes)[
                          sp.unlabeled].astype(np.int32)}
+        features = exp.method.unlabeled_features(labeled["image"], labeled["label"],
+                                                 unlabeled["image"], len(sp.seen_classes))
+        unlabeled.update(features)
     return pipeline.TrainStreams(labeled, unlabeled, int(exp.config.batch_size),
                                  int(exp.config.unlabeled_batch_size), int(exp.config.seed))
 
@@ -302,5 +305,6 @@ def summarize(exp: Experiment, meta: dict, wall_time_s: float) -> dict:
         "unseen_auroc_at_best_val": at_best["test_auroc"],
         "final_unseen_auroc": evals[-1]["test_auroc"],
         "wall_time_s": wall_time_s,
+        **exp.method.results_info(),
         "history": evals,
     }

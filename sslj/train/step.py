@@ -89,6 +89,9 @@ def _flat_intermediates(tree, prefix: str = "") -> dict:
     return out
 
 
+_ADDON_STREAM = 0x5E3  # fold_in constant of the add-on terms' random stream
+
+
 def _l2(tree) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32)))
                         for x in jax.tree.leaves(tree)))
@@ -111,6 +114,10 @@ def make_step_fn(model, method: TrainMethod, optimizer: optax.GradientTransforma
             forward = Forward(model, masked, state.batch_stats, policy, state.masks)
             ctx = StepContext(forward=forward, augment=augment, step=state.step, state=state)
             outputs = method.outputs(ctx, batch, method_rng)
+            # add-on terms' draws (NS3L's negatives) from a key of their own: the
+            # method's stream stays what it is without them
+            outputs = method.addon_outputs(ctx, outputs, batch,
+                                           jax.random.fold_in(method_rng, _ADDON_STREAM))
             values = {t.name: t.value(outputs, batch, state.step) for t in terms}
             weights = {t.name: jnp.asarray(t.weight, jnp.float32) * t.ramp(state.step)
                        for t in terms}
@@ -138,6 +145,8 @@ def make_step_fn(model, method: TrainMethod, optimizer: optax.GradientTransforma
                    "monitors/l2_updates": _l2(updates),
                    "monitors/lr": jnp.asarray(schedule_lr(state.step), jnp.float32),
                    **{f"monitors/{k}": v for k, v in method.monitors(outputs, batch).items()},
+                   **{f"monitors/{k}": v
+                      for k, v in method.addon_monitors(outputs, batch).items()},
                    **{f"monitors/{k}": v
                       for k, v in method.target_monitors(outputs, batch, state.step).items()}}
         return new_state, metrics
