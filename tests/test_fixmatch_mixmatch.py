@@ -239,7 +239,8 @@ def test_attention_fixmatch_adds_the_masked_attention_kl():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("run,outer_loss", [("fixmatch_attention+spl", "base"),
-                                            ("mixmatch+ls+spl", "base")])
+                                            ("mixmatch+ls+spl", "base"),
+                                            ("mixmatch+ns3l+spl", "consistency")])
 def test_methods_combine_with_spl_and_target_modifiers(run, outer_loss, tmp_path):
     """A short `<method>+spl` procedure runs end to end, the outer steps on the base
     method's own loss (outer_loss = base) or SPL's consistency; the log has the
@@ -269,3 +270,6 @@ def test_methods_combine_with_spl_and_target_modifiers(run, outer_loss, tmp_path
     assert any(k.startswith(f"monitors/{prefix}_") for k in logged), sorted(logged)
     if "+ls" in run:
         assert "monitors/target_eps" in logged
+    if "+ns3l" in run:  # the pretraining's NS3L term and monitors
+        assert {"losses/ns3l", "monitors/ns3l_negatives", "monitors/ns3l_wrong_rate"} <= logged
+        assert res["ns3l"]["strategy"] == "threshold"

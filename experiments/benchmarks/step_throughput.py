@@ -15,7 +15,9 @@ FixMatch's unlabeled batch is mu x the labeled one (`--mu`, the paper's 7), MixM
 equals it (K = 2 views). `fb` is each step's forward/backward count in units of the
 supervised step (one forward + backward of B images; a forward alone counted as 1/3):
 FixMatch 1 + 2 mu (one pass over labeled + weak + strong), MixMatch K/3 (the label
-guess, forward only) + (K + 1) (the mixed pass). With FixMatch, the strong augmentation
+guess, forward only) + (K + 1) (the mixed pass), NS3L alone (`supervised+ns3l`) 2 (one
+clean pass over labeled + unlabeled; NS3L adds no pass to a method that has one, so
+`vat+ns3l` should cost VAT's step). A method may be any run name (`vat+ns3l`). With FixMatch, the strong augmentation
 of its mu B unlabeled images (`sslj.data.randaugment.strong`, jitted alone) is timed in
 the same rounds and reported as a share of the FixMatch step.
 """
@@ -44,8 +46,9 @@ SHAPES = {"wrn28_2": (32, 32, 3), "resnet32": (32, 32, 3), "resnet44": (32, 32, 
 def fb_count(method: str, mu: int, k: int = 2) -> float:
     """Forward/backward count of a step in units of the supervised step (see above)."""
     base = VARIANTS.get(method, (method, {}))[0]
-    if base == "supervised":
-        return 1.0
+    base, *addons = base.split("+")
+    if base == "supervised":  # with NS3L: one clean pass over labeled + unlabeled
+        return 2.0 if "ns3l" in addons else 1.0
     if base.startswith("fixmatch"):
         return 1.0 + 2.0 * mu
     if base == "mixmatch":
@@ -151,6 +154,7 @@ def main(argv=None):
                 jax.block_until_ready(state)
                 case[1] = state
             times.append((time.perf_counter() - t0) / args.steps)
+    load = os.getloadavg()[0]  # 1-minute load average after the rounds (2 = both cores busy)
     rows = []
     for (model, method), (_, _, _, images, times) in cases.items():
         sec = float(np.median(times))
@@ -158,13 +162,15 @@ def main(argv=None):
         row = {"model": model, "method": method, "batch": args.batch, "images": images,
                "s_per_step": sec, "images_per_s": images / sec, "ratio_to_supervised":
                sec / sup, "fb_count": fb_count(method, args.mu),
-               "device": str(jax.devices()[0].platform), "devices": jax.device_count()}
+               "device": str(jax.devices()[0].platform), "devices": jax.device_count(),
+               "load_avg_1min": load}
         if method == "strong_augment":
             fm = [m for m in methods if m.startswith("fixmatch")][0]
             row["share_of_fixmatch_step"] = sec / float(np.median(cases[(model, fm)][4]))
         rows.append(row)
     lines = [f"Train-step throughput ({rows[0]['device']} x{rows[0]['devices']}, labeled batch "
-             f"{args.batch}, FixMatch mu {args.mu}, median of {args.rounds} interleaved rounds)",
+             f"{args.batch}, FixMatch mu {args.mu}, median of {args.rounds} interleaved rounds; "
+             f"1-minute load average after the rounds {load:.2f})",
              "", "| model | method | ms/step | images/s | time / supervised | fb count |",
              "|---|---|---|---|---|---|"]
     for r in rows:

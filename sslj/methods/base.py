@@ -201,20 +201,23 @@ class Method(abc.ABC):
         in `results_info`)."""
         if not ns3l.enabled(self.config):
             return {}
-        strategy = ns3l.parse_strategy(self.config.ns3l.strategy)
-        self._info["ns3l"] = {"strategy": self.config.ns3l.strategy,
-                              "uses_true_unlabeled_labels": strategy.uses_true_labels}
-        if not strategy.uses_neighbours:
+        if not ns3l.parse_strategy(self.config.ns3l.strategy).uses_neighbours:
             return {}
         table, seconds = ns3l.neighbour_classes(labeled_images, labeled_labels,
                                                 unlabeled_images, num_classes)
-        self._info["ns3l"].update(preprocessing_s=seconds, neighbour_space="raw pixels")
+        self._info["ns3l"] = {"preprocessing_s": seconds, "neighbour_space": "raw pixels"}
         return {"nn": table}
 
     def results_info(self) -> dict:
-        """Blocks results.json reports about the add-ons (NS3L's strategy, whether it used
-        the unlabeled data's true labels, its preprocessing time)."""
-        return dict(self._info)
+        """Blocks results.json reports about the add-ons: NS3L's strategy, whether it used
+        the unlabeled data's true labels (oracle), its preprocessing time (nn-*, when this
+        process computed the table)."""
+        if not ns3l.enabled(self.config):
+            return {}
+        strategy = ns3l.parse_strategy(self.config.ns3l.strategy)
+        return {"ns3l": {"strategy": self.config.ns3l.strategy,
+                         "uses_true_unlabeled_labels": strategy.uses_true_labels,
+                         **self._info.get("ns3l", {})}}
 
     def init_extra(self, num_unlabeled: int, variables) -> dict:
         """Method state kept in `TrainState.extra` (empty for stateless methods).
