@@ -94,6 +94,7 @@ def test_strategy_names_parse():
     assert parse_strategy("oracle-1") == Strategy("oracle", 1)
     assert parse_strategy("nn-exclude4-1") == Strategy("nn-exclude4", 1)
     assert parse_strategy("nn-exclude") == Strategy("nn-exclude", 0)
+    assert parse_strategy("nn-exclude4-examples-2") == Strategy("nn-exclude4-examples", 2)
     assert parse_strategy("nn-furthest-class") == Strategy("nn-furthest-class")
     for bad in ("uniform", "nn-exclude3", "threshold-2", "oracle-x"):
         with pytest.raises(ValueError, match="allowed"):
@@ -104,6 +105,7 @@ def test_threshold_negatives_are_the_classes_below_t_and_carry_no_gradient():
     p = jnp.asarray([[0.7, 0.2, 0.03, 0.05, 0.02], [0.2] * 5])
     neg = select_negatives(Strategy("threshold"), p, jax.random.PRNGKey(0), threshold=0.04)
     np.testing.assert_array_equal(np.asarray(neg), [[0, 0, 1, 0, 1], [0, 0, 0, 0, 0]])
+    assert neg.dtype == jnp.bool_  # a selection, not a weight a gradient could flow through
 
     # through the whole add-on path: the reference is the model's own softmax, and the
     # gradient equals that of the loss with the chosen mask held fixed
@@ -143,13 +145,16 @@ def test_oracle_never_picks_the_true_class():
 
 
 def test_nearest_neighbour_strategies_read_the_table():
-    # rows: nearest, 4 nearest, furthest example, furthest class
-    table = jnp.asarray([[2, 2, 1, 2, 4, 0, 5], [3, 3, 3, 3, 3, 5, 1]], jnp.int32)
+    # rows: nearest, 4 nearest examples, furthest example, furthest class, 4 nearest classes
+    table = jnp.asarray([[2, 2, 1, 2, 4, 0, 5, 2, 1, 4, 3],
+                         [3, 3, 3, 3, 3, 5, 1, 3, 0, 2, 4]], jnp.int32)
     p = jnp.full((2, 6), 1 / 6)
     sel = lambda s: np.asarray(select_negatives(parse_strategy(s), p, jax.random.PRNGKey(0),
                                                 threshold=0.04, neighbours=table)).astype(int)
     np.testing.assert_array_equal(sel("nn-exclude"), [[1, 1, 0, 1, 1, 1], [1, 1, 1, 0, 1, 1]])
-    np.testing.assert_array_equal(sel("nn-exclude4"), [[1, 0, 0, 1, 0, 1], [1, 1, 1, 0, 1, 1]])
+    np.testing.assert_array_equal(sel("nn-exclude4-examples"),
+                                  [[1, 0, 0, 1, 0, 1], [1, 1, 1, 0, 1, 1]])
+    np.testing.assert_array_equal(sel("nn-exclude4"), [[1, 0, 0, 0, 0, 1], [0, 1, 0, 0, 0, 1]])
     np.testing.assert_array_equal(sel("nn-furthest"), [[1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1]])
     np.testing.assert_array_equal(sel("nn-furthest-class"),
                                   [[0, 0, 0, 0, 0, 1], [0, 1, 0, 0, 0, 0]])
@@ -161,19 +166,23 @@ def test_nearest_neighbour_strategies_read_the_table():
 def test_neighbour_table_matches_brute_force():
     rng = np.random.default_rng(0)
     lab = rng.integers(0, 256, (23, 5, 5, 1), np.uint8)
-    labels = rng.integers(0, 4, 23)
+    labels = rng.integers(0, 7, 23)  # class 7 of 8 has no labeled image
     unl = rng.integers(0, 256, (37, 5, 5, 1), np.uint8)
-    table, seconds = neighbour_classes(lab, labels, unl, 5, chunk=16)
-    assert table.shape == (37, 7) and seconds > 0
+    table, seconds = neighbour_classes(lab, labels, unl, 8, chunk=16)
+    assert table.shape == (37, 11) and seconds > 0
     f = lambda x: (x.reshape(len(x), -1).astype(np.float64) / 127.5 - 1.0)
     d = ((f(unl)[:, None] - f(lab)[None]) ** 2).sum(-1)
     order = np.argsort(d, 1)
     np.testing.assert_array_equal(table[:, 0], labels[order[:, 0]])
     np.testing.assert_array_equal(table[:, 1:5], labels[order[:, :4]])
     np.testing.assert_array_equal(table[:, 5], labels[order[:, -1]])
-    per_class = np.stack([np.where(labels == c, d, np.inf).min(1) for c in range(5)], 1)
-    per_class[:, ~np.isin(np.arange(5), labels)] = -np.inf  # a class with no labeled image
+    per_class = np.stack([np.where(labels == c, d, np.inf).min(1) for c in range(8)], 1)
+    per_class[:, ~np.isin(np.arange(8), labels)] = -np.inf  # a class with no labeled image
     np.testing.assert_array_equal(table[:, 6], per_class.argmax(1))
+    # the 4 nearest classes
+    per_class[np.isneginf(per_class)] = np.inf
+    np.testing.assert_array_equal(np.sort(table[:, 7:11], 1),
+                                  np.sort(np.argsort(per_class, 1)[:, :4], 1))
 
 
 def test_monitors_count_negatives_and_wrong_ones():

@@ -36,12 +36,17 @@ Negative selection (`ns3l.strategy`), inside the jitted step; N_i as a boolean m
     training by a jitted, chunked pass (`neighbour_classes`), whose time results.json
     reports (`ns3l.preprocessing_s`):
       - `nn-exclude`: every class but that of the nearest labeled neighbour;
-      - `nn-exclude4`: every class but those of the 4 nearest labeled neighbours;
-      - `nn-furthest`: the class of the furthest labeled example;
+      - `nn-exclude4`: every class but the 4 nearest classes, a class's distance being
+        that of its nearest labeled example (the paper's "Exclude 4 nearest classes
+        with NN");
+      - `nn-exclude4-examples`: every class but those of the 4 nearest labeled examples
+        (1 to 4 distinct classes);
       - `nn-furthest-class`: the class whose nearest labeled example is furthest (the
-        other reading of the paper's "Furthest class with NN");
-    `nn-exclude-k` / `nn-exclude4-k` draw k of the remaining classes uniformly (the
-    paper's Table 5 rows are "- 1": one negative per example).
+        paper's "Furthest class with NN", Table 5's row);
+      - `nn-furthest`: the class of the furthest labeled example (the other reading);
+    `-k` (`nn-exclude-1`, `nn-exclude4-1`, `nn-exclude4-examples-1`) draws k of the
+    remaining classes uniformly (the paper's Table 5 rows are "- 1": one negative per
+    example).
 
 Monitors (`monitors/ns3l_*`): the mean number of negatives per example; where the
 unlabeled batch's true labels are known (every offline and TFDS source keeps them, for
@@ -66,15 +71,19 @@ from sslj.data.augment import to_float
 from sslj.losses import negative_sampling
 
 STRATEGIES = ("threshold", "uniform-<k>", "oracle-<k>", "nn-exclude[-<k>]",
-              "nn-exclude4[-<k>]", "nn-furthest", "nn-furthest-class")
-NN_FIELDS = 7  # per unlabeled example: nearest, 4 nearest, furthest, furthest class
-_PATTERN = re.compile(r"^(threshold|uniform-\d+|oracle-\d+|nn-exclude(4)?(-\d+)?|"
-                      r"nn-furthest|nn-furthest-class)$")
+              "nn-exclude4[-<k>]", "nn-exclude4-examples[-<k>]", "nn-furthest",
+              "nn-furthest-class")
+# per unlabeled example (`neighbour_classes`): the nearest example's class, the classes of
+# the 4 nearest examples, the furthest example's class, the furthest class, the 4 nearest
+# classes
+NN_FIELDS = 11
+_PATTERN = re.compile(r"^(threshold|uniform-\d+|oracle-\d+|"
+                      r"nn-exclude(4|4-examples)?(-\d+)?|nn-furthest|nn-furthest-class)$")
 
 
 @dataclasses.dataclass(frozen=True)
 class Strategy:
-    kind: str  # threshold | uniform | oracle | nn-exclude | nn-exclude4 | nn-furthest[-class]
+    kind: str  # threshold | uniform | oracle | nn-exclude[4[-examples]] | nn-furthest[-class]
     k: int = 0  # negatives drawn per example (0: all candidates)
 
     @property
@@ -92,7 +101,8 @@ def parse_strategy(name: str) -> Strategy:
         raise ValueError(f"unknown NS3L strategy {name!r}; allowed: {STRATEGIES}")
     if name in ("threshold", "nn-furthest", "nn-furthest-class"):
         return Strategy(name)
-    m = re.match(r"^(nn-exclude4|nn-exclude|uniform|oracle)(?:-(\d+))?$", name)
+    m = re.match(r"^(nn-exclude4-examples|nn-exclude4|nn-exclude|uniform|oracle)(?:-(\d+))?$",
+                 name)
     return Strategy(m.group(1), int(m.group(2) or 0))
 
 
@@ -121,10 +131,12 @@ def validate_config(config, num_classes: int | None) -> None:
 
 def _draw(rng: jax.Array, candidates: jax.Array, k: int) -> jax.Array:
     """Per row, k of the candidate classes uniformly without replacement (all of them
-    when fewer): the k candidates with the smallest uniform keys."""
-    u = jnp.where(candidates, jax.random.uniform(rng, candidates.shape), 2.0)
-    kth = jnp.sort(u, axis=-1)[:, k - 1:k]
-    return candidates & (u <= kth)
+    when fewer): the k candidates with the largest uniform keys, by `top_k` (exactly k
+    even when two keys tie)."""
+    u = jnp.where(candidates, jax.random.uniform(rng, candidates.shape), -1.0)
+    _, idx = jax.lax.top_k(u, k)
+    chosen = jnp.any(idx[:, :, None] == jnp.arange(candidates.shape[-1])[None, None], axis=1)
+    return candidates & chosen
 
 
 def select_negatives(strategy: Strategy, reference: jax.Array, rng: jax.Array, *,
@@ -152,7 +164,8 @@ def select_negatives(strategy: Strategy, reference: jax.Array, rng: jax.Array, *
         return classes[None, :] == neighbours[:, 5:6]
     if strategy.kind == "nn-furthest-class":
         return classes[None, :] == neighbours[:, 6:7]
-    near = neighbours[:, :1] if strategy.kind == "nn-exclude" else neighbours[:, 1:5]
+    near = {"nn-exclude": neighbours[:, :1], "nn-exclude4-examples": neighbours[:, 1:5],
+            "nn-exclude4": neighbours[:, 7:11]}[strategy.kind]
     candidates = ~jnp.any(classes[None, :, None] == near[:, None, :], axis=-1)
     return _draw(rng, candidates, strategy.k) if strategy.k else candidates
 
@@ -160,17 +173,19 @@ def select_negatives(strategy: Strategy, reference: jax.Array, rng: jax.Array, *
 def neighbour_classes(labeled_images: np.ndarray, labels: np.ndarray,
                       unlabeled_images: np.ndarray, num_classes: int,
                       chunk: int = 512) -> tuple[np.ndarray, float]:
-    """Per unlabeled image, int32 (N_u, 7): the class of its nearest labeled image, the
-    classes of its 4 nearest, the class of its furthest labeled image and the class whose
-    nearest member is furthest; squared Euclidean distances between the raw images as
-    [-1, 1] floats. One jitted pass per chunk of unlabeled images (the last chunk padded).
-    Returns (table, seconds spent, compile included)."""
+    """Per unlabeled image, int32 (N_u, 11): the class of its nearest labeled image, the
+    classes of its 4 nearest, the class of its furthest labeled image, the class whose
+    nearest member is furthest, and the 4 classes whose nearest members are nearest
+    (classes without a labeled image last); squared Euclidean distances between the raw
+    images as [-1, 1] floats. One jitted pass per chunk of unlabeled images (the last
+    chunk padded); the per-class minimum is a segment-min over the labeled images, so
+    memory stays O(chunk x labeled). Returns (table, seconds spent, compile included)."""
     t0 = time.perf_counter()
     lab = jnp.asarray(to_float(labeled_images).reshape(len(labeled_images), -1), jnp.float32)
     lab_labels = jnp.asarray(labels, jnp.int32)
     lab_sq = jnp.sum(jnp.square(lab), axis=1)
-    member = jax.nn.one_hot(lab_labels, num_classes, dtype=jnp.bool_)  # (L, C)
     k4 = min(4, lab.shape[0])
+    c4 = min(4, num_classes)
 
     @jax.jit
     def table(u):
@@ -180,10 +195,13 @@ def neighbour_classes(labeled_images: np.ndarray, labels: np.ndarray,
         near4 = lab_labels[order[:, :k4]]
         near4 = jnp.pad(near4, ((0, 0), (0, 4 - k4)), mode="edge")
         furthest = lab_labels[order[:, -1]]
-        per_class = jnp.min(jnp.where(member[None], d[:, :, None], jnp.inf), axis=1)
-        far_class = jnp.argmax(jnp.where(jnp.isfinite(per_class), per_class, -jnp.inf), 1)
-        return jnp.concatenate([near4[:, :1], near4, furthest[:, None], far_class[:, None]],
-                               axis=1).astype(jnp.int32)
+        per_class = jax.ops.segment_min(d.T, lab_labels, num_segments=num_classes).T
+        present = jnp.isfinite(per_class) & (per_class < jnp.finfo(jnp.float32).max)
+        far_class = jnp.argmax(jnp.where(present, per_class, -jnp.inf), 1)
+        near_classes = jnp.argsort(jnp.where(present, per_class, jnp.inf), axis=1)[:, :c4]
+        near_classes = jnp.pad(near_classes, ((0, 0), (0, 4 - c4)), mode="edge")
+        return jnp.concatenate([near4[:, :1], near4, furthest[:, None], far_class[:, None],
+                                near_classes], axis=1).astype(jnp.int32)
 
     n = len(unlabeled_images)
     out = []
