@@ -54,6 +54,26 @@ def _parse(value: str):
         return value
 
 
+def run_config(base, run_name: str, fields: dict):
+    """The config of one run: `fields` (a column's and a row's) set on top of
+    `for_method(base, run_name)`, except `method_overrides.*` fields, which are set on the
+    base first so that `for_method` merges them like the config's own."""
+    import copy
+
+    from sslj import config as config_lib
+
+    overrides = {f: v for f, v in fields.items() if f.startswith("method_overrides.")}
+    if overrides:
+        base = copy.deepcopy(base)
+        for field, value in overrides.items():
+            _set(base, field, value)
+    cfg = config_lib.for_method(base, run_name)
+    for field, value in fields.items():
+        if field not in overrides:
+            _set(cfg, field, value)
+    return cfg
+
+
 def run_table(name: str, scale: str, seeds: int, workdir: str, sets=(),
               columns=None, rows=None, seed_offset: int = 0) -> str:
     """Runs (or reuses) every run of table `name` for the seeds seed_offset ...
@@ -106,9 +126,8 @@ def run_table(name: str, scale: str, seeds: int, workdir: str, sets=(),
         run_name, row_overrides = table.row(row)
         for value in table.sweep_values:
             for seed in range(seed_offset, seed_offset + seeds):
-                cfg = config_lib.for_method(base, run_name)
-                for field, v in {**table.column(value, scale), **row_overrides}.items():
-                    _set(cfg, field, v)
+                cfg = run_config(base, run_name, {**table.column(value, scale),
+                                                  **row_overrides})
                 cfg.seed = seed
                 config_lib.validate(cfg)  # all rows are checked before the first one runs
                 runs.append((row, value, seed, cfg))

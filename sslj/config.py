@@ -139,7 +139,10 @@ def for_method(config: ml_collections.ConfigDict, method: str) -> ml_collections
             out.spl[field] = value
         for addon in run_addons(name):
             set_fields(out, ADDON_SUFFIXES[addon])
-        for key in _override_keys(out.get("method_overrides", {}), name):
+        # add-ons the config itself turns on (--config.ns3l.enabled=True) select their
+        # overrides as the suffix would
+        on = [a for a in _enabled_addons(out) if a not in run_addons(name)]
+        for key in _override_keys(out.get("method_overrides", {}), "+".join([name, *on])):
             overrides = out.method_overrides[key]
             for field in leaf_fields(overrides):
                 *parents, leaf = field.split(".")
@@ -148,6 +151,12 @@ def for_method(config: ml_collections.ConfigDict, method: str) -> ml_collections
                     src, dst = src[p], dst[p]
                 dst[leaf] = src[leaf]
     return out
+
+
+def _enabled_addons(config) -> list[str]:
+    return [addon for addon, fields in ADDON_SUFFIXES.items()
+            if all(f.split(".")[0] in config and checks.get_field(config, f) == v
+                   for f, v in fields.items())]
 
 
 def _override_keys(method_overrides, name: str) -> list[str]:
@@ -166,10 +175,8 @@ def run_name(config) -> str:
     target = config.get("target", {}).get("kind", "cce")
     if target != "cce":
         name += f"+{target}"
-    for addon, fields in ADDON_SUFFIXES.items():
-        if all(f.split(".")[0] in config and checks.get_field(config, f) == v
-               for f, v in fields.items()):
-            name += f"+{addon}"
+    for addon in _enabled_addons(config):
+        name += f"+{addon}"
     spl = config.get("spl", {})
     if spl.get("enabled", False):
         name += ("+finetune" if spl.finetune_v1 else

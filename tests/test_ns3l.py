@@ -280,3 +280,49 @@ def test_mixmatch_negatives_come_from_the_generated_labels_of_x_and_u():
     np.testing.assert_array_equal(np.asarray(out["ns3l_negatives"]), targets < threshold)
     np.testing.assert_array_equal(np.asarray(out["ns3l_true_label"]),
                                   np.concatenate([batch["label"]] + [batch["unlabeled_label"]] * 2))
+
+
+def test_reproduce_builds_each_full_scale_run_as_its_setting_config():
+    """reproduce.py's run of (row, column) equals `for_method(get_config(setting), row)`:
+    the per-setting `method_overrides` (CIFAR-100's VAT + NS3L lr and lambda_2, MixMatch's
+    lambda_1 per setting) reach the runs."""
+    from experiments.configs import ns3l as ns3l_configs
+    from experiments.reproduce import run_config
+    from experiments.tables import TABLES
+
+    def plain(c):
+        d = c.to_dict()
+        for key in ("compare", "method_overrides", "progress_bar"):
+            d.pop(key, None)
+        return d
+
+    checked = 0
+    for name in ("ns3l_table1", "ns3l_mixmatch", "ns3l_table5"):
+        table = TABLES[name]
+        base = ns3l_configs.get_config()
+        for row in table.methods:
+            run_name, row_fields = table.row(row)
+            for setting in table.sweep_values:
+                got = run_config(base, run_name, {**table.column(setting, "full"), **row_fields})
+                want = for_method(ns3l_configs.get_config(setting), run_name)
+                for field, value in row_fields.items():
+                    want[field.split(".")[0]][field.split(".")[1]] = value
+                assert plain(got) == plain(want), (name, row, setting)
+                checked += 1
+    assert checked == 6 * 3 + 2 * 5 + 10
+    c100 = run_config(ns3l_configs.get_config(), "vat+ns3l",
+                      TABLES["ns3l_table1"].column("cifar100-10000", "full"))
+    assert (c100.optimizer.lr, c100.vat.weight, c100.ns3l.weight) == (3e-3, 0.6, 0.3)
+
+
+def test_addons_enabled_by_a_field_select_their_overrides_and_spl_controls_drop_them():
+    from sslj.methods.base import without_addons
+
+    c = tiny_config(**{"ns3l.enabled": True})
+    c = for_method(c, "supervised")
+    assert run_name(c) == "supervised+ns3l" and c.optimizer.lr == 6e-4
+    off = without_addons(for_method(tiny_config(**{"entmin.weight": 0.1}), "vat+ns3l"))
+    assert not off.ns3l.enabled and off.entmin.weight == 0.0
+    # the fine-tune control's method trains on V1 alone: no unlabeled pass left
+    control = without_addons(for_method(tiny_config(), "supervised+ns3l+finetune"))
+    assert not get_method(control).uses_unlabeled

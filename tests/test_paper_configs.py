@@ -374,6 +374,19 @@ PAPER_VALUES = [
     ("ns3l:cifar100-10000", None, "split.unlabeled_size", 35_000,
      f"{NS3L} Sec. 4.1.3: 35,000 unlabeled"),
     ("ns3l", "vat", "optimizer.lr", 3e-3, f"{HP} base initial_lr (VAT row as Oliver)"),
+    *[(f"ns3l:{setting}", None, field, value, f"{NS3L} Sec. 4.1: {src}")
+      for setting in ("cifar10-4000", "svhn-1000", "cifar100-10000")
+      for field, value, src in [("num_steps", 200_000, "total iterations 200,000"),
+                                ("ramp.steps", 50_000, "warmup period 50,000"),
+                                ("optimizer.decay_steps", 130_000, "lr decay at 130,000")]],
+    ("ns3l:svhn-1000", None, "split.num_validation", 7325,
+     f"{NS3L} Sec. 4.1: 7,325 validation"),
+    ("ns3l:svhn-1000", None, "split.unlabeled_size", 64_932,
+     f"{NS3L} Sec. 4.1.3: 64,932 unlabeled"),
+    ("ns3l:mm-svhn-250", None, "split.unlabeled_size", 65_682,
+     f"{NS3L} Sec. 4.2.3: 65,682 unlabeled"),
+    ("ns3l:mm-svhn-1000", None, "split.unlabeled_size", 64_932,
+     f"{NS3L} Sec. 4.2.3: 64,932 unlabeled"),
     ("ns3l", None, "split.unlabeled_size", 41_000, f"{NS3L} Sec. 4.1.3: 41,000 unlabeled"),
     *[(f"ns3l:{setting}", run, field, value, src)
       for setting, lambda_u, lambda_1, labels in [

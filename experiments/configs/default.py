@@ -41,6 +41,8 @@ V2 round, mean +- sample std, this machine's default ISA unless named):
 README's main-job table (3 seeds, reproduce.py) is the current evidence.
 """
 
+import copy
+
 import ml_collections
 
 
@@ -200,7 +202,9 @@ def get_config():
     # threshold | uniform-<k> | oracle-<k> | nn-exclude[4][-<k>] | nn-furthest[-class]
     c.ns3l.strategy = "threshold"
     c.ns3l.threshold = 0.4 / 6
-    c.ns3l.ramp = False  # the paper: a constant weight
+    # the paper gives lambda_1 and no schedule for it; True ramps it like the consistency
+    # term (Oliver's framework, which the paper follows, ramps its SSL terms)
+    c.ns3l.ramp = False
 
     # Safe parameter learning (He et al. 2022; sslj/spl). A run name "<method>+spl" (hard
     # mask), "+spl_soft" or "+finetune" (the fine-tune-on-V1 baseline) turns it on: the
@@ -268,7 +272,7 @@ def get_config():
         {"optimizer": ml_collections.ConfigDict({"lr": 6e-4}),
          "vat": ml_collections.ConfigDict({"weight": 0.3}),
          "ns3l": ml_collections.ConfigDict({"weight": 0.3})})
-    c.method_overrides["vat_entmin+ns3l"] = c.method_overrides["vat+ns3l"]
+    c.method_overrides["vat_entmin+ns3l"] = copy.deepcopy(c.method_overrides["vat+ns3l"])
     c.method_overrides["mixmatch+ns3l"] = ml_collections.ConfigDict(
         {"ns3l": ml_collections.ConfigDict({"weight": 5.0, "threshold": 0.5 / 6})})
     return c

@@ -267,5 +267,20 @@ class Method(abc.ABC):
         return ramp(self.config.ramp.kind, int(self.config.ramp.steps))
 
 
+def without_addons(config):
+    """A copy of `config` with the add-on terms off (EntMin weight 0, NS3L disabled): the
+    config of a loss that is not the base method's own (SPL's consistency outer steps,
+    the fine-tune-on-V1 control)."""
+    import copy
+
+    out = copy.deepcopy(config)
+    with out.unlocked():
+        if "entmin" in out:
+            out.entmin.weight = 0.0
+        if "ns3l" in out:
+            out.ns3l.enabled = False
+    return out
+
+
 def entmin_weight(config) -> float:
     return float(config.get("entmin", {}).get("weight", 0.0))

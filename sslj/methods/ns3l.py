@@ -7,7 +7,9 @@ over the method's unlabeled predictions p (`sslj.losses.negative_sampling`: comp
 log space, exact, no clamp), averaged over the WHOLE batch as the paper's Algorithm 1
 returns (1/B) sum: an example without negatives counts with loss 0. The total loss
 gains `ns3l.weight` x L_NS3L (lambda_1), constant unless `ns3l.ramp` (then ramped like
-the method's consistency term; the paper gives a constant weight).
+the method's consistency term). The paper gives lambda_1 without a schedule; Oliver et
+al.'s framework, which its Sec. 4.1 follows, ramps its SSL terms over the warm-up, which
+is what `ns3l.ramp = True` reproduces.
 
 Which predictions (`Method.ns3l_source`): by default the method's `logits_u`, the
 unlabeled part of its clean pass (VAT, Pi, Mean Teacher, Pseudo-Label, ...; FixMatch's

@@ -74,6 +74,7 @@ from sslj import config as config_lib
 from sslj.common import sharding
 from sslj.data import pipeline
 from sslj.data import splits as splits_lib
+from sslj.methods.base import without_addons
 from sslj.methods.supervised import Supervised
 from sslj.procedures import standard
 from sslj.spl import bilevel
@@ -211,7 +212,8 @@ def run_with_parts(config, workdir: str, *, pretrained_dir: str | None = None,
     layer_ratios_init = masks_lib.layer_ratios(state.masks, spec)
 
     # ------------------------------------------------------------ steps and streams
-    outer_method = (Supervised(outer_cfg) if finetune
+    # the fine-tune control is plain cross-entropy on V1 (no add-on terms, no unlabeled data)
+    outer_method = (Supervised(without_addons(outer_cfg)) if finetune
                     else bilevel.outer_method(outer_cfg, exp.method))
     parts = SPLParts(
         inner_step=bilevel.make_inner_step(exp.model, ident.counts, kind, inner_opt, mesh,

@@ -29,7 +29,7 @@ import optax
 from sslj.common import sharding
 from sslj.data.augment import to_float
 from sslj.losses import cross_entropy, softmax_mse, softmax_squared_l2
-from sslj.methods.base import Term, supervised_xe
+from sslj.methods.base import Term, supervised_xe, without_addons
 from sslj.methods.pi_model import PiModel
 from sslj.spl.masks import mask_stats, masks_from_scores
 from sslj.train.masking import apply_masks
@@ -83,9 +83,11 @@ class SPLConsistency(PiModel):
 
 
 def outer_method(config, base_method):
-    """The method of the outer steps: `SPLConsistency` or the base method itself."""
+    """The method of the outer steps: `SPLConsistency` (SPL's Eq. 6-7 alone: the base
+    method's add-on terms, EntMin and NS3L, are not part of it) or the base method itself
+    (with its add-ons)."""
     if config.spl.outer_loss == "consistency":
-        return SPLConsistency(config)
+        return SPLConsistency(without_addons(config))
     return base_method
 
 
