@@ -18,8 +18,9 @@ FixMatch 1 + 2 mu (one pass over labeled + weak + strong), MixMatch K/3 (the lab
 guess, forward only) + (K + 1) (the mixed pass), NS3L alone (`supervised+ns3l`) 2 (one
 clean pass over labeled + unlabeled; NS3L adds no pass to a method that has one, so
 `vat+ns3l` should cost VAT's step). A method may be any run name (`vat+ns3l`). With
-FixMatch, the strong augmentation of its mu B unlabeled images (`sslj.data.randaugment.strong`, jitted alone) is timed in
-the same rounds and reported as a share of the FixMatch step.
+FixMatch, the strong augmentation of its mu B unlabeled images
+(`sslj.data.randaugment.strong`, jitted alone) is timed in the same rounds and reported
+as a share of the FixMatch step.
 """
 
 from __future__ import annotations
