@@ -24,9 +24,8 @@ from sslj.spl import validation as spl_validation
 from sslj.train import validation as train_validation
 
 __all__ = ["ADDON_SUFFIXES", "ConfigError", "SPL_SUFFIXES", "base_run_key", "for_method",
-           "nested_fields",
-           "parse_methods", "run_addons", "run_name", "set_fields", "split_run_name", "validate",
-           "validate_run_name", "without_spl"]
+           "nested_fields", "parse_methods", "run_addons", "run_name", "set_fields",
+           "split_run_name", "validate", "validate_run_name", "without_spl"]
 
 
 def parse_methods(value: str | Iterable[str]) -> tuple[str, ...]:
@@ -141,8 +140,8 @@ def for_method(config: ml_collections.ConfigDict, method: str) -> ml_collections
             set_fields(out, ADDON_SUFFIXES[addon])
         # add-ons the config itself turns on (--config.ns3l.enabled=True) select their
         # overrides as the suffix would
-        on = [a for a in _enabled_addons(out) if a not in run_addons(name)]
-        for key in _override_keys(out.get("method_overrides", {}), "+".join([name, *on])):
+        for key in _override_keys(out.get("method_overrides", {}),
+                                  "+".join([name, *_enabled_addons(out)])):
             overrides = out.method_overrides[key]
             for field in leaf_fields(overrides):
                 *parents, leaf = field.split(".")

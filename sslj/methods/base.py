@@ -32,6 +32,7 @@ Optional hooks for stateful methods:
 from __future__ import annotations
 
 import abc
+import copy
 import dataclasses
 from collections.abc import Callable
 from typing import ClassVar
@@ -163,11 +164,11 @@ class Method(abc.ABC):
     def ns3l_source(self, outputs: Outputs, batch: Batch) -> dict[str, jax.Array]:
         """What NS3L works on: `logits` (with gradient), the `reference` probabilities the
         threshold reads, the examples' `true_label` (-1: unseen class; for the oracle and
-        the monitors, when the batch has them) and the unlabeled `index` (nn-*). Default:
+        the monitors, when the batch has them) and their `neighbours` rows (nn-*). Default:
         the unlabeled part of the clean pass (`logits_u`) and its own probabilities."""
         logits = outputs["logits_u"]
         out = {"logits": logits, "reference": jax.nn.softmax(
-            jax.lax.stop_gradient(logits).astype(jnp.float32)), "index": batch["unlabeled_index"]}
+            jax.lax.stop_gradient(logits).astype(jnp.float32))}
         if "unlabeled_label" in batch:
             out["true_label"] = batch["unlabeled_label"]
         if "unlabeled_nn" in batch:
@@ -271,8 +272,6 @@ def without_addons(config):
     """A copy of `config` with the add-on terms off (EntMin weight 0, NS3L disabled): the
     config of a loss that is not the base method's own (SPL's consistency outer steps,
     the fine-tune-on-V1 control)."""
-    import copy
-
     out = copy.deepcopy(config)
     with out.unlocked():
         if "entmin" in out:

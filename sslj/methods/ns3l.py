@@ -75,10 +75,9 @@ from sslj.losses import negative_sampling
 STRATEGIES = ("threshold", "uniform-<k>", "oracle-<k>", "nn-exclude[-<k>]",
               "nn-exclude4[-<k>]", "nn-exclude4-examples[-<k>]", "nn-furthest",
               "nn-furthest-class")
-# per unlabeled example (`neighbour_classes`): the nearest example's class, the classes of
-# the 4 nearest examples, the furthest example's class, the furthest class, the 4 nearest
-# classes
-NN_FIELDS = 11
+# per unlabeled example (`neighbour_classes`): the classes of the 4 nearest examples
+# (nearest first), the furthest example's class, the furthest class, the 4 nearest classes
+NN_FIELDS = 10
 _PATTERN = re.compile(r"^(threshold|uniform-\d+|oracle-\d+|"
                       r"nn-exclude(4|4-examples)?(-\d+)?|nn-furthest|nn-furthest-class)$")
 
@@ -163,11 +162,11 @@ def select_negatives(strategy: Strategy, reference: jax.Array, rng: jax.Array, *
     if neighbours is None:
         raise ValueError(f"{strategy.kind} needs the nearest-neighbour classes")
     if strategy.kind == "nn-furthest":
-        return classes[None, :] == neighbours[:, 5:6]
+        return classes[None, :] == neighbours[:, 4:5]
     if strategy.kind == "nn-furthest-class":
-        return classes[None, :] == neighbours[:, 6:7]
-    near = {"nn-exclude": neighbours[:, :1], "nn-exclude4-examples": neighbours[:, 1:5],
-            "nn-exclude4": neighbours[:, 7:11]}[strategy.kind]
+        return classes[None, :] == neighbours[:, 5:6]
+    near = {"nn-exclude": neighbours[:, :1], "nn-exclude4-examples": neighbours[:, :4],
+            "nn-exclude4": neighbours[:, 6:10]}[strategy.kind]
     candidates = ~jnp.any(classes[None, :, None] == near[:, None, :], axis=-1)
     return _draw(rng, candidates, strategy.k) if strategy.k else candidates
 
@@ -175,8 +174,8 @@ def select_negatives(strategy: Strategy, reference: jax.Array, rng: jax.Array, *
 def neighbour_classes(labeled_images: np.ndarray, labels: np.ndarray,
                       unlabeled_images: np.ndarray, num_classes: int,
                       chunk: int = 512) -> tuple[np.ndarray, float]:
-    """Per unlabeled image, int32 (N_u, 11): the class of its nearest labeled image, the
-    classes of its 4 nearest, the class of its furthest labeled image, the class whose
+    """Per unlabeled image, int32 (N_u, 10): the classes of its 4 nearest labeled images
+    (nearest first), the class of its furthest labeled image, the class whose
     nearest member is furthest, and the 4 classes whose nearest members are nearest
     (classes without a labeled image last); squared Euclidean distances between the raw
     images as [-1, 1] floats. One jitted pass per chunk of unlabeled images (the last
@@ -198,12 +197,12 @@ def neighbour_classes(labeled_images: np.ndarray, labels: np.ndarray,
         near4 = jnp.pad(near4, ((0, 0), (0, 4 - k4)), mode="edge")
         furthest = lab_labels[order[:, -1]]
         per_class = jax.ops.segment_min(d.T, lab_labels, num_segments=num_classes).T
-        present = jnp.isfinite(per_class) & (per_class < jnp.finfo(jnp.float32).max)
+        present = jnp.isfinite(per_class)  # an empty segment's minimum is +inf
         far_class = jnp.argmax(jnp.where(present, per_class, -jnp.inf), 1)
         near_classes = jnp.argsort(jnp.where(present, per_class, jnp.inf), axis=1)[:, :c4]
         near_classes = jnp.pad(near_classes, ((0, 0), (0, 4 - c4)), mode="edge")
-        return jnp.concatenate([near4[:, :1], near4, furthest[:, None], far_class[:, None],
-                                near_classes], axis=1).astype(jnp.int32)
+        return jnp.concatenate([near4, furthest[:, None], far_class[:, None], near_classes],
+                               axis=1).astype(jnp.int32)
 
     n = len(unlabeled_images)
     out = []
