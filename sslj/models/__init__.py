@@ -13,7 +13,7 @@ from collections.abc import Callable
 import flax.linen as nn
 
 from sslj.common.checks import ConfigError, check_choice
-from sslj.models.convnet import ICNMnistNet, SmallCNN
+from sslj.models.convnet import CONV_IMPLS, ICNMnistNet, OneVsAll, SmallCNN
 from sslj.models.resnet import CifarResNet
 from sslj.models.wrn import WideResNet
 
@@ -41,9 +41,16 @@ def model_arguments(name: str) -> list[str]:
     return sorted(f.name for f in dataclasses.fields(cls) if f.init and f.name not in fixed)
 
 
-def get_model(name: str, num_classes: int, **kwargs) -> nn.Module:
+def get_model(name: str, num_classes: int, *, one_vs_all: bool = False,
+              **kwargs) -> nn.Module:
+    """Model `name` with `num_classes` logits; `one_vs_all`: K binary copies of it with
+    stacked parameters (`OneVsAll`, ICN's one-vs-all formulation), same (N, K) output."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; allowed: {sorted(MODELS)}")
+    if one_vs_all:
+        dtype = kwargs.pop("dtype", None)
+        base = functools.partial(MODELS[name], **kwargs)
+        return OneVsAll(base, num_classes, **({"dtype": dtype} if dtype is not None else {}))
     return MODELS[name](num_classes=num_classes, **kwargs)
 
 
@@ -54,6 +61,8 @@ def validate_config(config) -> None:
         if key not in model_arguments(config.model):
             raise ConfigError(f"model_kwargs.{key}", f"not an argument of {config.model}",
                               model_arguments(config.model))
+    if "conv_impl" in config.get("model_kwargs", {}):
+        check_choice(config, "model_kwargs.conv_impl", CONV_IMPLS)
     if "compute_dtype" in config:
         if config.compute_dtype == "float16":
             raise ConfigError("compute_dtype", "float16 needs loss scaling, which sslj does "

@@ -6,6 +6,7 @@ import functools
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from sslj.models.attention import AttentionPool
@@ -52,25 +53,85 @@ class SmallCNN(nn.Module):
             jnp.float32)
 
 
+CONV_IMPLS = ("xla", "patches")
+
+
+class PatchConv(nn.Module):
+    """A strided convolution computed as image patches + one matmul (im2col).
+
+    Same parameters as `nn.Conv` (`kernel` (kh, kw, in, out), `bias` (out)), so a
+    checkpoint of either loads into the other, and the same SAME-padded output. Why:
+    XLA:CPU lowers a 5x5 stride-2 convolution on a 4x4 input (the ICN net's last layer)
+    to a loop that ran at ~0.8 GFLOP/s on the 2-core machine, while the patches + matmul
+    form runs at matmul speed (benchmark: experiments/benchmarks/icn_sampler.py).
+    """
+
+    features: int
+    kernel_size: tuple[int, int]
+    strides: int = 1
+    kernel_init: Any = conv_init
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        kh, kw = self.kernel_size
+        cin = x.shape[-1]
+        kernel = self.param("kernel", self.kernel_init, (kh, kw, cin, self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        # patches come out as (N, H', W', cin * kh * kw) with the channel slowest
+        patches = jax.lax.conv_general_dilated_patches(
+            x, (kh, kw), (self.strides, self.strides), "SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        w = jnp.transpose(kernel, (2, 0, 1, 3)).reshape(cin * kh * kw, self.features)
+        return (patches @ w.astype(self.dtype) + bias.astype(self.dtype)).astype(self.dtype)
+
+
 class ICNMnistNet(nn.Module):
     """ICN's MNIST discriminator: four 5x5 stride-2 convs (64/128/256/512), leaky ReLU,
     no pooling, then a linear layer (the w_k of Eq. 9). No BatchNorm, as in the paper.
 
-    28x28 -> 14 -> 7 -> 4 -> 2 (SAME padding).
+    28x28 -> 14 -> 7 -> 4 -> 2 (SAME padding). `conv_impl`: "patches" (default; im2col +
+    matmul, `PatchConv`) or "xla" (`nn.Conv`); same parameters and outputs.
     """
 
     num_classes: int
     widths: tuple[int, ...] = (64, 128, 256, 512)
     slope: float = 0.2
+    conv_impl: str = "patches"
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         del train  # no batch statistics, no dropout
         x = x.astype(self.dtype)
-        for width in self.widths:
-            x = nn.leaky_relu(nn.Conv(width, (5, 5), strides=2, kernel_init=conv_init,
-                                      dtype=self.dtype)(x), self.slope)
+        for i, width in enumerate(self.widths):
+            if self.conv_impl == "patches":
+                conv = PatchConv(width, (5, 5), strides=2, dtype=self.dtype, name=f"Conv_{i}")
+            else:
+                conv = nn.Conv(width, (5, 5), strides=2, kernel_init=conv_init,
+                               dtype=self.dtype, name=f"Conv_{i}")
+            x = nn.leaky_relu(conv(x), self.slope)
         x = x.reshape((x.shape[0], -1))
         return nn.Dense(self.num_classes, name="classifier", dtype=self.dtype)(x).astype(
             jnp.float32)
+
+
+class OneVsAll(nn.Module):
+    """K binary classifiers with stacked parameters (ICN's one-vs-all formulation, Eq. 5):
+    `base` built with one output, vmapped over a leading axis of size `num_classes` of
+    every variable; the output is (N, K), net k's logit in column k (the prediction is
+    the argmax, the paper's f(x) = argmax_k exp(w_k . phi_k(x))). BatchNorm statistics,
+    if the base has them, are per net too."""
+
+    base: Any  # a model factory taking num_classes
+    num_classes: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        nets = nn.vmap(lambda mdl, x, train: mdl(x, train),
+                       variable_axes={"params": 0, "batch_stats": 0},
+                       split_rngs={"params": True, "dropout": True},
+                       in_axes=(None, None), out_axes=1, axis_size=self.num_classes)
+        out = nets(self.base(num_classes=1, dtype=self.dtype, name="nets"), x, train)
+        return out[..., 0]
