@@ -19,6 +19,7 @@ from sslj import methods, models
 from sslj.common import checks
 from sslj.common.checks import ConfigError, leaf_fields, set_fields
 from sslj.data import validation as data_validation
+from sslj.icn import validation as icn_validation
 from sslj.losses import targets
 from sslj.spl import validation as spl_validation
 from sslj.train import validation as train_validation
@@ -52,6 +53,8 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int | None = No
     methods.validate_config(config)
     if "spl" in config:
         spl_validation.validate_config(config, devices)
+    if "icn" in config:
+        icn_validation.validate_config(config)
     for name in parse_methods(config.get("compare", "")):
         validate_run_name(name)
     for key in config.get("method_overrides", {}):
@@ -67,7 +70,14 @@ SPL_SUFFIXES = {
 
 
 # run-name suffixes that add a loss term: name -> fields they set
-ADDON_SUFFIXES = {"ns3l": {"ns3l.enabled": True}}
+ADDON_SUFFIXES = {
+    "ns3l": {"ns3l.enabled": True},
+    # ICN's procedure (sslj.procedures.icn): its pseudo-negative term, or the control
+    "icn": {"icn.enabled": True, "icn.negatives": "synthesized"},
+    "icn_noise": {"icn.enabled": True, "icn.negatives": "noise"},
+    "icn_base": {"icn.enabled": True, "icn.negatives": "none"},
+}
+ICN_SUFFIXES = ("icn", "icn_noise", "icn_base")
 
 
 def split_run_name(name: str) -> tuple[str, str, str]:
@@ -94,6 +104,7 @@ def validate_run_name(name: str, field: str = "compare") -> None:
     spls = [r for r in rest if r in SPL_SUFFIXES]
     addons = run_addons(name)
     if (len(targets_) > 1 or len(spls) > 1 or len(set(addons)) < len(addons)
+            or sum(a in ICN_SUFFIXES for a in addons) > 1
             or any(t not in targets.TARGETS for t in targets_)):
         raise ConfigError(field, f"invalid run name {name!r}: expected "
                           "<method>[+<target>][+<add-on>][+<spl>]",

@@ -206,6 +206,38 @@ def get_config():
     # term (Oliver's framework, which the paper follows, ramps its SSL terms)
     c.ns3l.ramp = False
 
+    # ICN (Jin et al.; sslj/procedures/icn.py): reclassification by synthesis, turned on
+    # by a run name "supervised+icn" (synthesized pseudo-negatives), "+icn_noise" (the
+    # reference noise itself, the paper's ICN-noise) or "+icn_base" (the same rounds and
+    # schedule without pseudo-negatives: the CNN baseline). The paper's values (its Sec.
+    # 3-4) where it gives them; experiments/configs/icn.py has the tables' configs.
+    c.icn = ml_collections.ConfigDict()
+    c.icn.enabled = False
+    c.icn.negatives = "synthesized"  # "noise" (ICN-noise) or "none" (baseline)
+    c.icn.formulation = "softmax"  # Eq. 9; "ova": K binary nets (Eq. 5)
+    c.icn.rounds = 10  # T: synthesis + reclassification rounds after C^0
+    c.icn.per_class = 20  # l: pseudo-negatives per class per round (paper: 200 on MNIST)
+    c.icn.epochs_per_round = 5  # reclassification epochs over S per round (paper: 5)
+    c.icn.alpha = 0.5  # Eq. 9's balance (the paper gives no value)
+    c.icn.negative_batch_size = 0  # pseudo-negatives per step (0: batch_size)
+    c.icn.negative_weighting = "sum"  # Eq. 9's sum (|S_pn| / n) or "mean"
+    c.icn.lr_decay_round = 0  # lr x lr_decay_factor from this round on (paper: 25; 0 off)
+    c.icn.lr_decay_factor = 0.1
+    c.icn.patience = 0  # stop after this many rounds without a better validation (0: T)
+    c.icn.sampler = "adam"  # the paper's (beta1 0.5); "sgd", "langevin" (Table 2)
+    c.icn.stop_rule = "positive"  # Table 2's options 1 / 2 / 3: positive, confidence, steps
+    c.icn.step_size = 0.02
+    c.icn.max_steps = 100  # option 3's steps; the cap of options 1 and 2
+    c.icn.confidence = 0.95  # option 2
+    c.icn.anneal_gamma = 0.55  # Langevin: eps_t = step_size (1 + t)^-gamma
+    c.icn.adam_b1 = 0.5
+    c.icn.noise_std = 0.3  # the reference distribution N(0, 0.3^2) per pixel
+    c.icn.clip = True  # samples stay in the input range [-1, 1]
+    c.icn.unroll = 1  # sampler steps per while-loop iteration
+    c.icn.synthesis_batch_size = 0  # samples per sampler call (0: a round's all at once)
+    c.icn.pool_cap = 0  # keep the newest N pseudo-negatives (0: all, as the paper)
+    c.icn.fgsm_eps = 0.125  # on the [0, 1] pixel scale (Sec. 4.1); 0 skips FGSM
+
     # Safe parameter learning (He et al. 2022; sslj/spl). A run name "<method>+spl" (hard
     # mask), "+spl_soft" or "+finetune" (the fine-tune-on-V1 baseline) turns it on: the
     # base method pretrains for num_steps, then identify -> rounds x (inner, outer).

@@ -12,12 +12,13 @@ object) with
 built from the loop's public blocks (`sslj.train.loop`: build, init_state,
 train_streams, train_and_evaluate with a stop step, check_finite, summarize;
 `sslj.train.evaluate`; `sslj.train.checkpoint`). Registered: `spl` (pretrain ->
-identify -> rounds of inner / outer steps) and `standard` (train once).
+identify -> rounds of inner / outer steps), `icn` (rounds of synthesis ->
+reclassification) and `standard` (train once).
 """
 
 from __future__ import annotations
 
-from sslj.procedures import spl, standard
+from sslj.procedures import icn, spl, standard
 
 PROCEDURES: dict[str, object] = {}
 
@@ -35,6 +36,7 @@ def register(name: str, procedure, *, before: str | None = None) -> None:
 
 register("standard", standard)
 register("spl", spl)
+register("icn", icn)
 
 
 def procedure_name(config) -> str:
