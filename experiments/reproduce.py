@@ -113,7 +113,9 @@ def run_table(name: str, scale: str, seeds: int, workdir: str, sets=(),
                              f"allowed: {list(table.methods)}")
         table = dataclasses.replace(table, methods=tuple(r for r in table.methods if r in rows))
     os.makedirs(workdir, exist_ok=True)
-    base = importlib.import_module(f"experiments.configs.{table.configs[scale]}").get_config()
+    module, _, arg = table.configs[scale].partition(":")  # "icn:mnist" -> get_config("mnist")
+    base = importlib.import_module(f"experiments.configs.{module}").get_config(
+        *([arg] if arg else []))
     for field, value in table.overrides.get(scale, {}).items():
         _set(base, field, value)
     for item in sets:
@@ -126,6 +128,8 @@ def run_table(name: str, scale: str, seeds: int, workdir: str, sets=(),
         run_name, row_overrides = table.row(row)
         for value in table.sweep_values:
             for seed in range(seed_offset, seed_offset + seeds):
+                if (row, value) in table.skip:
+                    continue
                 cfg = run_config(base, run_name, {**table.column(value, scale),
                                                   **row_overrides})
                 cfg.seed = seed
@@ -135,7 +139,7 @@ def run_table(name: str, scale: str, seeds: int, workdir: str, sets=(),
     # whose pretraining another run of the table already did reuses it
     runs.sort(key=lambda r: bool(r[3].spl.enabled))
     shared = common.Pretrainings()
-    results, full = {}, {}
+    results, full, where = {}, {}, {}
     for i, (row, value, seed, cfg) in enumerate(runs):
         out = os.path.join(workdir, row, str(value), f"seed{seed}")
         path = os.path.join(out, "results.json")
@@ -152,7 +156,10 @@ def run_table(name: str, scale: str, seeds: int, workdir: str, sets=(),
         shared.record(cfg, out)
         results.setdefault((row, value), []).append(r[table.metric])
         full.setdefault((row, value), []).append(r)
+        where[(row, value, seed)] = (cfg, os.path.dirname(path))
     md = markdown(table, results, scale, list(range(seed_offset, seed_offset + seeds)))
+    if table.fgsm_pair is not None and set(table.fgsm_pair) <= set(table.methods):
+        md += fgsm_markdown(table, where, range(seed_offset, seed_offset + seeds), full)
     with open(os.path.join(workdir, f"{name}_{scale}.md"), "w") as f:
         f.write(md)
     plot(table, results, os.path.join(workdir, f"{name}_{scale}.png"))
@@ -175,6 +182,44 @@ def run_table(name: str, scale: str, seeds: int, workdir: str, sets=(),
         plot_dynamics(histories, os.path.join(workdir, f"{name}_{scale}_dynamics.png"),
                       title=f"{name}, scale {scale}: {_column_name(table, at)}, seed 0")
     return md
+
+
+def fgsm_markdown(table, where, seeds, full) -> str:
+    """The ICN paper's two-way FGSM comparison (Sec. 4.1) between the rows of
+    `table.fgsm_pair` (baseline a, ICN b), per column and seed: a's adversarials (made from
+    the test images a classifies correctly) that fool a, how many of those also fool b,
+    and the reverse (`sslj.procedures.icn.cross_fgsm`)."""
+    import numpy as np
+
+    from sslj.procedures.icn import cross_fgsm
+
+    a, b = table.fgsm_pair
+    eps = full[(a, table.sweep_values[0])][0].get("fgsm", {}).get("eps")
+    lines = ["", f"FGSM (eps {eps} on the [0, 1] scale), final models, per seed and "
+             f"mean: adversarials of {a} that fool {a} -> of them also fooling {b}; "
+             f"adversarials of {b} that fool {b} -> of them also fooling {a}:", "",
+             f"| column | {a} fooled -> also {b} | {b} fooled -> also {a} | "
+             f"{b} fooled by {a}'s, reduction |", "|---|---|---|---|"]
+    for value in table.sweep_values:
+        per_seed = []
+        for seed in seeds:
+            (ca, da), (cb, db) = where[(a, value, seed)], where[(b, value, seed)]
+            path = os.path.join(db, "fgsm_cross.json")
+            if os.path.exists(path):
+                with open(path) as f:
+                    x = json.load(f)
+            else:
+                x = cross_fgsm(ca, da, cb, db)
+                with open(path, "w") as f:
+                    json.dump(x, f, indent=2)
+            per_seed.append(x)
+        ab = [f"{x['a_fooled_a']} -> {x['a_fooled_a_and_b']}" for x in per_seed]
+        ba = [f"{x['b_fooled_b']} -> {x['b_fooled_b_and_a']}" for x in per_seed]
+        red = [1 - x["a_fooled_a_and_b"] / max(x["a_fooled_a"], 1) for x in per_seed]
+        spread = 100 * np.std(red, ddof=1) if len(red) > 1 else 0.0
+        lines.append(f"| {_column_name(table, value)} | {' / '.join(ab)} | {' / '.join(ba)} "
+                     f"| {100 * np.mean(red):.1f} % +- {spread:.1f} |")
+    return "\n".join(lines) + "\n"
 
 
 def _column_name(table, value) -> str:
@@ -202,6 +247,9 @@ def markdown(table, results, scale, seeds) -> str:
     for m in table.methods:
         cells = []
         for v in table.sweep_values:
+            if (m, v) not in results:  # a cell the table skips (e.g. LS with one-vs-all)
+                cells.append("-")
+                continue
             x = _percent(table, results[(m, v)])
             cell = f"{x.mean():.2f}" + (f" +- {x.std(ddof=1):.2f}" if len(x) > 1 else "")
             paper = table.paper.get(m)
@@ -220,7 +268,7 @@ def markdown(table, results, scale, seeds) -> str:
         for m in table.methods:
             head.append(f"| {m} | " + " | ".join(
                 " / ".join(f"{x:.2f}" for x in _percent(table, results[(m, v)]))
-                for v in table.sweep_values) + " |")
+                if (m, v) in results else "-" for v in table.sweep_values) + " |")
     return "\n".join(head) + "\n"
 
 
@@ -233,9 +281,10 @@ def plot(table, results, path) -> None:
     fig, ax = plt.subplots(figsize=(5, 3.5))
     xs = [_column_name(table, v) if table.sweep_overrides else v for v in table.sweep_values]
     for m in table.methods:
-        vals = [_percent(table, results[(m, v)]) for v in table.sweep_values]
-        ax.errorbar(xs, [e.mean() for e in vals], yerr=[e.std() for e in vals],
-                    marker="o", capsize=3, label=m)
+        cells = [(x, _percent(table, results[(m, v)]))
+                 for x, v in zip(xs, table.sweep_values, strict=True) if (m, v) in results]
+        ax.errorbar([x for x, _ in cells], [e.mean() for _, e in cells],
+                    yerr=[e.std() for _, e in cells], marker="o", capsize=3, label=m)
     ax.set_xlabel(table.sweep_field)
     ax.set_ylabel(f"{'seen-class test error' if table.report == 'error' else 'test accuracy'}"
                   " (%)")

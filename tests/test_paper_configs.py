@@ -44,6 +44,7 @@ MM = "Berthelot et al. 2019 (MixMatch)"
 MM_CODE = "google-research/mixmatch"
 REPORT = "the SSL report (PL, VAT, attention FixMatch)"
 NS3L = "Chen et al. (NS3L)"
+ICN = "Jin et al. 2017 (ICN)"
 
 # Oliver et al.'s training setup, shared by their benchmarks: (run, field, value, source).
 # Checked on every Oliver config, and on every SPL config for the runs SPL pretrains with
@@ -416,6 +417,49 @@ PAPER_VALUES = [
     ("ns3l:fmnist-2000", None, "num_steps", 50 * (58_000 // 64),
      f"{NS3L} Table 5: 50 epochs (over the unlabeled set, 64 per step; the paper gives no "
      "batch size)"),
+
+    # ---- ICN (introspective CNNs; no official code) ----
+    *[("icn:mnist", "supervised+icn", field, value, f"{ICN} {src}") for field, value, src in [
+        ("model", "icn_mnist", "Sec. 4.1: 4 conv layers 5x5, 64/128/256/512, stride 2"),
+        ("optimizer.name", "sgd", "Sec. 4: SGD for the reclassification step"),
+        ("optimizer.momentum", 0.9, "Sec. 4: momentum 0.9"),
+        ("batch_size", 64, "Sec. 4: mini-batch 64 (MNIST)"),
+        ("optimizer.lr", 0.025, "Sec. 4.1: initial learning rate 0.025"),
+        ("icn.lr_decay_round", 25, "Sec. 4.1: decreased by a factor of 10 at t = 25"),
+        ("icn.lr_decay_factor", 0.1, "Sec. 4.1: a factor of 10"),
+        ("icn.epochs_per_round", 5, "Sec. 4.1: SGD for 5 epochs per round"),
+        ("icn.sampler", "adam", "Sec. 4: Adam for the synthesis step"),
+        ("icn.adam_b1", 0.5, "Sec. 4: beta1 = 0.5"),
+        ("icn.noise_std", 0.3, "Sec. 3.1: reference distribution N(0, 0.3^2)"),
+        ("icn.per_class", 20, "Sec. 4.1: 200 pseudo-negatives per round (20 x 10 classes)"),
+        ("icn.fgsm_eps", 0.125, "Sec. 4.1: FGSM eps = 0.125"),
+        ("icn.formulation", "softmax", "Sec. 3.4 / Eq. 9: softmax column"),
+        ("icn.negatives", "synthesized", "Algorithm 1: synthesized pseudo-negatives"),
+        ("split.labels_per_class", 5500, "Sec. 4.1: 55,000 training images"),
+        ("split.num_validation", 5000, "Sec. 4.1: 5,000 validation"),
+        ("data.crop_pad", 0, "Sec. 4.1: no augmentation on MNIST")]],
+    ("icn:mnist", "supervised+icn_noise", "icn.negatives", "noise",
+     f"{ICN} Sec. 4.1: ICN-noise, random noise as pseudo-negatives"),
+    ("icn:mnist", "supervised+ls+icn_base", "target.kind", "ls",
+     f"{ICN} Table 1: CNN w/ LS (Szegedy et al.)"),
+    ("icn:mnist,ova", None, "icn.formulation", "ova", f"{ICN} Sec. 3.4: one-vs-all"),
+    ("icn:mnist-500", None, "split.labels_per_class", 50, f"{ICN} Fig. 3: 500 examples"),
+    ("icn:mnist-2000", None, "split.labels_per_class", 200, f"{ICN} Fig. 3: 2,000 examples"),
+    ("icn:mnist-10000", None, "split.labels_per_class", 1000,
+     f"{ICN} Fig. 3: 10,000 examples"),
+    *[(f"icn:{setting}", None, field, value, f"{ICN} {src}")
+      for setting in ("cifar10", "cifar10-aug", "svhn")
+      for field, value, src in [
+          ("model", "resnet32", "Sec. 4.2-4.3: ResNet-32"),
+          ("batch_size", 128, "Sec. 4: mini-batch 128 (CIFAR-10, SVHN)")]],
+    ("icn:cifar10", None, "data.crop_pad", 0, f"{ICN} Table 3: w/o data augmentation"),
+    ("icn:cifar10-aug", None, "data.crop_pad", 4, f"{ICN} Sec. 4.2: zero-pad 4 px + crop"),
+    ("icn:cifar10-aug", None, "data.flip", True, f"{ICN} Sec. 4.2: random flipping"),
+    ("icn:cifar10-aug", None, "data.pad_mode", "zeros", f"{ICN} Sec. 4.2: zero-padding"),
+    ("icn:cifar10", None, "split.labels_per_class", 4500,
+     f"{ICN} Sec. 4.2: 50,000 training images (45,000 + 5,000 validation)"),
+    ("icn:svhn", None, "data.source", "tfds:svhn_cropped", f"{ICN} Sec. 4.3: SVHN"),
+    ("icn:svhn", None, "data.crop_pad", 0, f"{ICN} Sec. 4.3: no data augmentation"),
 
     # ---- the SSL report (PL, VAT, attention-KL FixMatch) ----
     ("ssl_report", None, "data.source", "tfds:cifar10", f"{REPORT} Sec. 2.4: CIFAR-10"),
