@@ -178,17 +178,6 @@ def get_config(arg: str | None = None):
 def column_fields(setting: str, base: str) -> dict:
     """The fields that turn `get_config(base)` (a table's base config) into
     `get_config(setting)`: every leaf field whose value differs (a table column)."""
-    from sslj.common.checks import get_field, leaf_fields
+    from sslj.common.checks import changed_fields
 
-    start, target = get_config(base), get_config(setting)
-    out = {}
-    for field in leaf_fields(target):
-        if field in ("compare", "method"):
-            continue
-        try:
-            same = get_field(start, field) == get_field(target, field)
-        except (KeyError, AttributeError):
-            same = False
-        if not same:
-            out[field] = get_field(target, field)
-    return out
+    return changed_fields(get_config(base), get_config(setting), skip=("compare", "method"))

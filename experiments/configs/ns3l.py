@@ -52,7 +52,7 @@ Published test error (%), NS3L paper:
 """
 
 from experiments.configs import fixmatch_cifar10, oliver_cifar10_4000, oliver_svhn_1000
-from sslj.common.checks import get_field, leaf_fields
+from sslj.common.checks import changed_fields
 from sslj.config import nested_fields, set_fields
 
 TABLE1_ROWS = ("supervised", "pseudo_label", "vat", "vat_entmin", "supervised+ns3l",
@@ -196,15 +196,4 @@ def get_config(setting: str | None = None):
 def column_fields(setting: str) -> dict:
     """The fields that turn `get_config()` (reproduce.py's base) into `get_config(setting)`:
     every leaf field whose value differs, `method_overrides` included (a table column)."""
-    base, target = get_config(), get_config(setting)
-    out = {}
-    for field in leaf_fields(target):
-        if field in ("compare", "method"):
-            continue
-        try:
-            same = get_field(base, field) == get_field(target, field)
-        except (KeyError, AttributeError):
-            same = False
-        if not same:
-            out[field] = get_field(target, field)
-    return out
+    return changed_fields(get_config(), get_config(setting), skip=("compare", "method"))

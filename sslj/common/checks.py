@@ -60,6 +60,22 @@ def leaf_fields(tree, prefix: str = "") -> list[str]:
     return out
 
 
+def changed_fields(start, target, skip: Sequence[str] = ()) -> dict:
+    """{dotted field: value} of every leaf of `target` that `start` lacks or holds with
+    another value (fields in `skip` left out): what turns `start` into `target`."""
+    out = {}
+    for field in leaf_fields(target):
+        if field in skip:
+            continue
+        try:
+            same = get_field(start, field) == get_field(target, field)
+        except (ConfigError, KeyError, AttributeError):
+            same = False
+        if not same:
+            out[field] = get_field(target, field)
+    return out
+
+
 def check_choice(config, field: str, allowed: Sequence[str]) -> None:
     value = get_field(config, field)
     if value not in allowed:
