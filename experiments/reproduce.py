@@ -181,7 +181,40 @@ def run_table(name: str, scale: str, seeds: int, workdir: str, sets=(),
         histories = {row: full[(row, at)][0].get("history", []) for row in table.methods}
         plot_dynamics(histories, os.path.join(workdir, f"{name}_{scale}_dynamics.png"),
                       title=f"{name}, scale {scale}: {_column_name(table, at)}, seed 0")
+    if table.unseen_share:
+        plot_unseen_share(table, where, full, seed_offset,
+                          os.path.join(workdir, f"{name}_{scale}_unseen_share.png"),
+                          f"{name}, scale {scale}, seed {seed_offset}")
     return md
+
+
+def plot_unseen_share(table, where, full, seed, path, title) -> None:
+    """Every base row's unseen-class share of its selection over training (x: the
+    fraction of its training), one panel line per row and column, seed `seed`: the
+    step-wise monitor (`sslj.train.selection`), Curriculum Labeling's per-round kept set.
+    +spl / +finetune rows share their base's pretraining and are left out."""
+    from sslj.train import selection
+
+    curves = {}
+    for row in table.methods:
+        if "+" in row:
+            continue
+        for value in table.sweep_values:
+            if (row, value, seed) not in where:
+                continue
+            cfg, run_dir = where[(row, value, seed)]
+            label = f"{row} ({_column_name(table, value)})"
+            result = full[(row, value)][0]
+            if "curriculum" in result:
+                rounds = [r for r in result["curriculum"]["rounds"] if "unseen_fraction" in r]
+                last = max(len(result["curriculum"]["rounds"]) - 1, 1)
+                curves[label] = ([r["round"] / last for r in rounds],
+                                 [r["unseen_fraction"] for r in rounds])
+                continue
+            steps, shares = selection.series(os.path.join(run_dir, "metrics.jsonl"))
+            total = max(int(cfg.num_steps), 1)
+            curves[label] = ([s / total for s in steps], shares)
+    selection.plot(curves, path, title, xlabel="fraction of training")
 
 
 def fgsm_markdown(table, where, seeds, full) -> str:

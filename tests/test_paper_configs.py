@@ -134,8 +134,69 @@ SPL_PROTOCOL = [
      f"{SPL} Table 1 ratio=0.3 column (options.py's default ratio=0.6 is the other column)"),
 ]
 _SPL_RUNS = (None, "supervised", "pi_model", "pseudo_label", "vat")
+_SPL_OLIVER_ROWS = ("supervised", "pi_model", "pseudo_label", "vat", "pi_model+spl",
+                    "pseudo_label+spl", "vat+spl")
 _OUR_COUNTS = ("sslj's choice, {} docstring (REFERENCE.md and the paper give no count); "
                f"the official {SPL_CODE} myutils/options.py defaults, ")
+
+# The safe-SSL bases of SPL's Table 1 on SPL's split: their official codes' settings
+# (SAFE_SSL_BASELINES.md; spl_cifar10.safe_ssl_overrides), in every SPL config.
+UASD_CODE = "yanbeic/ssl-class-mismatch"
+DS3L_CODE = "guolz-ml/DS3L train.py"
+MTC_CODE = "YU1ut/Multi-Task-Curriculum-Framework-for-Open-Set-SSL train_multi.py"
+CL_CODE = "uvavision/Curriculum-Labeling"
+SAFE_SSL_VALUES = [
+    ("uasd", "optimizer.lr", 1e-3, f"{UASD_CODE} lib/hparams.py 'ours' lr 1e-3 (Adam)"),
+    ("uasd", "num_steps", 500_000, f"{UASD_CODE} run-uasd/cifar10-4000.yml: 500k steps"),
+    ("uasd", "uasd.threshold_init", 0.9, f"{UASD_CODE} train_model_uasd.py: tau starts 0.9"),
+    ("uasd", "uasd.start_fraction", 0.2,
+     f"{UASD_CODE} train_model_uasd.py: L_lab only before step 100,000 of 500k"),
+    ("uasd", "uasd.ramp_fraction", 0.4,
+     f"{UASD_CODE} hparams warmup_steps=200000: exp(-5(1 - t/200k)^2), of 500k"),
+    ("uasd", "uasd.filter_labeled", True,
+     f"{UASD_CODE} train_model_uasd.py: the mask over all rows ('accumulation on all')"),
+    ("uasd+spl", "optimizer.lr", 1e-3, f"{UASD_CODE} lib/hparams.py 'ours' lr 1e-3"),
+    ("ds3l", "optimizer.lr", 3e-4, f"{DS3L_CODE}: Adam lr 3e-4 (CIFAR)"),
+    ("ds3l", "optimizer.schedule", "constant",
+     f"{DS3L_CODE}: lr_decay_iter=400000 > iterations, so no decay"),
+    ("ds3l", "num_steps", 200_000, f"{DS3L_CODE}: iterations=200000"),
+    ("ds3l", "batch_size", 50, f"{DS3L_CODE}: l_batch_size 100 // 2"),
+    ("ds3l", "unlabeled_batch_size", 50, f"{DS3L_CODE}: ul_batch_size 100 // 2"),
+    ("ds3l", "ds3l.weight", 10.0, f"{DS3L_CODE}: coef = 10 exp(-5(1 - it/warmup)^2)"),
+    ("ds3l", "ds3l.ramp_fraction", 1.0, f"{DS3L_CODE}: warmup=200000 = iterations"),
+    ("ds3l", "ds3l.meta_lr", 1e-3, f"{DS3L_CODE}: meta_lr=1e-3"),
+    ("ds3l", "ds3l.wnet_lr", 6e-5, f"{DS3L_CODE}: lr_wnet=6e-5 (last tuned value)"),
+    ("ds3l", "ds3l.hidden", 100, f"{DS3L_CODE}: WNet(6, 100, 1)"),
+    ("ds3l", "ds3l.supervised_mean", "batch",
+     f"{DS3L_CODE}: cross_entropy(ignore_index=-1).mean() over all rows"),
+    ("mtc", "optimizer.lr", 2e-3, f"{MTC_CODE}: Adam lr 0.002"),
+    ("mtc", "num_steps", 1024 * 1024, f"{MTC_CODE}: epochs 1024 x val-iteration 1024"),
+    ("mtc", "batch_size", 64, f"{MTC_CODE}: batch-size 64"),
+    ("mtc", "ema_decay", 0.999, f"{MTC_CODE}: ema-decay 0.999"),
+    ("mtc", "mixmatch.weight", 75.0, f"{MTC_CODE}: lambda-u 75"),
+    ("mtc", "mixmatch.temperature", 0.5, f"{MTC_CODE}: T 0.5"),
+    ("mtc", "mixmatch.alpha", 0.75, f"{MTC_CODE}: alpha 0.75"),
+    ("mtc", "mixmatch.k", 2, f"{MTC_CODE}: K = 2 augmentations"),
+    ("mtc", "ramp.steps", 16 * 1024, f"{MTC_CODE}: linear_rampup over 16 epochs of 1,024"),
+    ("mtc", "mtc.pre_epochs", 100.0, f"{MTC_CODE}: pre-epochs 100"),
+    ("mtc", "mtc.ring_epochs", 10, f"{MTC_CODE} dataset/cifar10.py: the past 10 epochs"),
+    ("mtc", "mtc.start_label", 0.0, f"{MTC_CODE}: start_label=0 (the flag is not passed)"),
+    ("mtc", "data.noise_std", 0.0, f"{MTC_CODE}: crop and flip, no Gaussian noise"),
+    ("curriculum_labeling", "optimizer.name", "nesterov",
+     f"{CL_CODE} README recipe: SGD nesterov"),
+    ("curriculum_labeling", "optimizer.lr", 0.1, f"{CL_CODE} README recipe: lr 0.1"),
+    ("curriculum_labeling", "optimizer.weight_decay", 5e-4, f"{CL_CODE} README: wd 5e-4"),
+    ("curriculum_labeling", "optimizer.schedule", "cosine",
+     f"{CL_CODE} methods/base.py: cosine rampdown of the lr"),
+    ("curriculum_labeling", "batch_size", 512, f"{CL_CODE} README recipe: batch 512"),
+    ("curriculum_labeling", "curriculum_labeling.percent_step", 20,
+     f"{CL_CODE} wrapper.py percentiles_holder = 20"),
+    ("curriculum_labeling", "curriculum_labeling.mixup", True, f"{CL_CODE} README: --mixup"),
+    ("curriculum_labeling", "curriculum_labeling.mixup_alpha", 1.0,
+     f"{CL_CODE}: lam ~ Beta(1, 1)"),
+    ("curriculum_labeling", "curriculum_labeling.class_weighted", True,
+     f"{CL_CODE} methods/base.py: CE with class weights (N - n_c) / n_c / 100"),
+]
 
 PAPER_VALUES = [
     # ---- Oliver et al. 2018, "Realistic Evaluation of Deep SSL" ----
@@ -255,11 +316,16 @@ PAPER_VALUES = [
      f"{PSLC} Table 4 copies Boot-hard from Wang et al. 2019, not retrained)"),
 
     # ---- SPL, He et al. AAAI 2022 (pretraining as Oliver et al., then SPL) ----
-    *[(m, *row[:3], f"{SPL} 'built upon (Oliver et al. 2018)': {row[3]}")
-      for m in SPL_MODULES for row in OLIVER_TRAINING if row[0] in _SPL_RUNS],
+    # Oliver's training facts hold for the Oliver-based rows; the safe-SSL bases run with
+    # their own codes' settings (SAFE_SSL_VALUES)
+    *[(m, r, *row[1:3], f"{SPL} 'built upon (Oliver et al. 2018)': {row[3]}")
+      for m in SPL_MODULES for row in OLIVER_TRAINING if row[0] in _SPL_RUNS
+      for r in ((row[0],) if row[0] else _SPL_OLIVER_ROWS)],
     *[(m, *row) for m in SPL_MODULES for row in SPL_PROTOCOL],
-    *[("spl_cifar10", *row[:3], f"{SPL} 'built upon (Oliver et al. 2018)': {row[3]}")
-      for row in OLIVER_CIFAR10_DATA],
+    *[(m, *row) for m in SPL_MODULES for row in SAFE_SSL_VALUES],
+    *[("spl_cifar10", r, *row[1:3], f"{SPL} 'built upon (Oliver et al. 2018)': {row[3]}")
+      for row in OLIVER_CIFAR10_DATA for r in ((row[0],) if row[0] else _SPL_OLIVER_ROWS)
+      if (r, row[1]) != ("vat+spl", "vat.eps")],  # that one cites SPL's code below
     ("spl_cifar10", None, "split.seen_classes", (2, 3, 4, 5, 6, 7),
      f"{SPL_CODE} load_dataset.py labels -= 2 (plane, car -> 8, 9) with n_class=6: bird "
      "... horse seen; REFERENCE.md (Oliver testbed, class mismatch)"),

@@ -238,6 +238,37 @@ def get_config():
     c.icn.pool_cap = 0  # keep the newest N pseudo-negatives (0: all, as the paper)
     c.icn.fgsm_eps = 0.125  # on the [0, 1] pixel scale (Sec. 4.1); 0 skips FGSM
 
+    # The safe-SSL bases of SPL's Table 1 (sslj/methods/uasd.py, ds3l.py, mtc.py and
+    # sslj/procedures/curriculum.py; the official codes' defaults, SAFE_SSL_BASELINES.md)
+    c.uasd = ml_collections.ConfigDict()
+    c.uasd.weight = 1.0
+    c.uasd.threshold_init = 0.9  # tau until the first validation refresh
+    c.uasd.start_fraction = 0.2  # no distillation before 100k of 500k steps
+    c.uasd.ramp_fraction = 0.4  # exp(-5 (1 - t / T)^2) to 200k of 500k
+    c.uasd.valid_every = 30  # |V| / 10: the code's 10 validation images per step
+    c.uasd.filter_labeled = True  # the code's mask over all rows (False: the paper)
+
+    c.ds3l = ml_collections.ConfigDict()
+    c.ds3l.weight = 10.0
+    c.ds3l.ramp_fraction = 1.0  # the code's warm-up = its iterations
+    c.ds3l.meta_lr = 1e-3
+    c.ds3l.wnet_lr = 6e-5
+    c.ds3l.hidden = 100
+    c.ds3l.supervised_mean = "batch"  # the code's CE mean over all rows (or "labeled")
+
+    c.mtc = ml_collections.ConfigDict()
+    c.mtc.pre_epochs = 5.0  # domain-only epochs (the code: 100)
+    c.mtc.ring_epochs = 5  # domain labels = mean of the last N epochs' scores (the code: 10)
+    c.mtc.epoch_steps = 0  # 0: one pass over the unlabeled set
+    c.mtc.start_label = 0.0
+    c.mtc.domain_weight = 1.0
+
+    c.curriculum_labeling = ml_collections.ConfigDict()
+    c.curriculum_labeling.percent_step = 20  # round k keeps the top 20 k % (k = 1..5)
+    c.curriculum_labeling.mixup = True  # the README recipe's --mixup
+    c.curriculum_labeling.mixup_alpha = 1.0
+    c.curriculum_labeling.class_weighted = True  # the code's weighted CE
+
     # Safe parameter learning (He et al. 2022; sslj/spl). A run name "<method>+spl" (hard
     # mask), "+spl_soft" or "+finetune" (the fine-tune-on-V1 baseline) turns it on: the
     # base method pretrains for num_steps, then identify -> rounds x (inner, outer).
@@ -295,6 +326,13 @@ def get_config():
         {**no_noise, "model_kwargs": ml_collections.ConfigDict({"attention": True})})
     c.method_overrides.mixmatch = ml_collections.ConfigDict(
         {**no_noise, "ramp": ml_collections.ConfigDict({"kind": "linear"})})
+    # the safe-SSL bases: MTC as MixMatch; the codes' learning rates (UASD Adam 1e-3,
+    # DS3L Adam 3e-4 like the Pi-model it builds on)
+    c.method_overrides.mtc = copy.deepcopy(c.method_overrides.mixmatch)
+    c.method_overrides.uasd = ml_collections.ConfigDict(
+        {"optimizer": ml_collections.ConfigDict({"lr": 1e-3})})
+    c.method_overrides.ds3l = ml_collections.ConfigDict(
+        {"optimizer": ml_collections.ConfigDict({"lr": 3e-4})})
     # NS3L's paper (Sec. 4.1.3): lr 6e-4 for NS3L alone and VAT + NS3L, whose weights are
     # lambda_1 = lambda_2 = 0.3; MixMatch + NS3L: T = 0.05 on 10 classes (0.5 / C here),
     # lambda_1 5 (CIFAR-10 250 labels)

@@ -90,15 +90,19 @@ class TrainStreams:
 
     def iterate(self, mesh, start_step: int = 0):
         lab = numpy_stream(self.labeled, self.batch_size, self.seed * 2 + 0, start_step)
+
+        def labeled(b):  # image, label, and any other field as labeled_<name> (index)
+            return {"image": b["image"], "label": b["label"],
+                    **{f"labeled_{k}": v for k, v in b.items() if k not in ("image", "label")}}
+
         if self.unlabeled is None:
-            host = ({"image": b["image"], "label": b["label"]} for b in lab)
+            host = (labeled(b) for b in lab)
         else:
             unl = numpy_stream(self.unlabeled, self.unlabeled_batch_size, self.seed * 2 + 1,
                                start_step)
             # every unlabeled field as unlabeled_<name>: image, index, label (monitors
             # only) and any per-example array a method adds (NS3L's neighbour classes)
-            host = ({"image": a["image"], "label": a["label"],
-                     **{f"unlabeled_{k}": v for k, v in b.items()}}
+            host = ({**labeled(a), **{f"unlabeled_{k}": v for k, v in b.items()}}
                     for a, b in zip(lab, unl, strict=False))
         return prefetch_to_mesh(host, mesh)
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 from sslj.common.checks import ConfigError, check_choice, check_number, get_field, leaf_fields
 from sslj.methods import ns3l
 from sslj.methods.base import Method, StepContext, Term
+from sslj.methods.curriculum_labeling import CurriculumLabeling
+from sslj.methods.ds3l import DS3L
 from sslj.methods.fixmatch import FixMatch, FixMatchAttention
 from sslj.methods.mean_teacher import MeanTeacher
 from sslj.methods.mixmatch import MixMatch
+from sslj.methods.mtc import MTC
 from sslj.methods.pi_model import PiModel
 from sslj.methods.pseudo_label import PseudoLabel, PseudoLabelAccumulated
 from sslj.methods.supervised import Supervised
 from sslj.methods.temporal_ensembling import TemporalEnsembling
+from sslj.methods.uasd import UASD
 from sslj.methods.vat import VAT, VATEntMin
 
 METHODS: dict[str, type[Method]] = {}
@@ -23,7 +27,8 @@ def register(cls: type[Method]) -> type[Method]:
 
 
 for _cls in (Supervised, PiModel, MeanTeacher, TemporalEnsembling, VAT, VATEntMin,
-             PseudoLabel, PseudoLabelAccumulated, FixMatch, FixMatchAttention, MixMatch):
+             PseudoLabel, PseudoLabelAccumulated, FixMatch, FixMatchAttention, MixMatch,
+             UASD, DS3L, CurriculumLabeling, MTC):
     register(_cls)
 
 

@@ -106,6 +106,19 @@ def target_pass(ctx: StepContext, batch: Batch, aug_rng: jax.Array, fwd_rng: jax
     return forward(x, rng=fwd_rng, clean=False)[xl.shape[0]:]
 
 
+def unseen_share(weight: jax.Array, batch: Batch) -> dict[str, jax.Array]:
+    """{"unseen_share": the share of the selection weight of the unlabeled batch (a 0/1
+    mask, or soft weights) that falls on unseen-class examples}, when the batch carries
+    the unlabeled true labels (`unlabeled_label`, -1 for an unseen class; monitors only:
+    no method trains on them); {} otherwise. 0 when nothing is selected. The quantity
+    the safe-SSL methods exist to drive down."""
+    if "unlabeled_label" not in batch:
+        return {}
+    w = weight.astype(jnp.float32)
+    unseen = (batch["unlabeled_label"] < 0).astype(jnp.float32)
+    return {"unseen_share": jnp.sum(w * unseen) / jnp.maximum(jnp.sum(w), 1e-12)}
+
+
 def entmin(outputs: Outputs, batch: Batch) -> jax.Array:
     """Entropy minimisation (Grandvalet & Bengio 2005): mean entropy of the predictions on
     the unlabeled batch (`logits_u`, the clean pass), as VAT+EntMin adds it."""
@@ -120,10 +133,33 @@ class Method(abc.ABC):
     uses_unlabeled: bool = True  # the loop feeds unlabeled batches only then
     # NS3L's nearest-neighbour strategies index the unlabeled examples of `logits_u`
     ns3l_neighbours_ok: ClassVar[bool] = True
+    # the labeled batch carries `labeled_index` (the example's row in the labeled set)
+    uses_labeled_index: ClassVar[bool] = False
+    # the set `refresh` predicts: "unlabeled" (its logits, true labels), "validation",
+    # or "none" (no prediction: logits None, the unlabeled true labels)
+    refresh_set: ClassVar[str] = "unlabeled"
+    # keyword arguments of `sslj.models.get_model` the method needs (MTC's domain head)
+    model_options: ClassVar[dict] = {}
+    # `pre_step` runs inside the jitted step before the loss (DS3L's meta step)
+    has_pre_step: ClassVar[bool] = False
 
     def __init__(self, config):
         self.config = config
         self._info: dict = {}
+        self.data_sizes: dict[str, int] = {}
+
+    def set_data_sizes(self, *, labeled: int, unlabeled: int, validation: int) -> None:
+        """The sizes of the run's sets (the loop calls it when it builds the run), for
+        methods whose state is per example (UASD's running averages)."""
+        self.data_sizes = {"labeled": labeled, "unlabeled": unlabeled,
+                           "validation": validation}
+
+    def pre_step(self, ctx: StepContext, batch: Batch, rng: jax.Array):
+        """The next `extra` before the loss is taken (`has_pre_step` methods: DS3L's
+        meta step on its weighting network); `ctx.forward` is a pass over the current
+        (masked) weights that writes no BatchNorm statistics."""
+        del batch, rng
+        return ctx.state.extra
 
     @classmethod
     def validate(cls, config) -> None:

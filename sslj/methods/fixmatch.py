@@ -45,7 +45,7 @@ from sslj.common.checks import ConfigError, check_bool, check_number
 from sslj.data import randaugment
 from sslj.data.augment import to_float
 from sslj.losses import cross_entropy
-from sslj.methods.base import Method, Term, supervised_xe
+from sslj.methods.base import Method, Term, supervised_xe, unseen_share
 
 
 def confidence_mask(logits_weak: jax.Array, threshold: float):
@@ -85,6 +85,7 @@ def pseudo_label_monitors(prefix: str, pseudo_label, mask, batch) -> dict:
     unseen = (true < 0).astype(jnp.float32)
     out[f"{prefix}_unseen_pass_rate"] = (jnp.sum(unseen * mask)
                                          / jnp.maximum(jnp.sum(unseen), 1.0))
+    out.update(unseen_share(mask, batch))
     return out
 
 

@@ -57,7 +57,7 @@ import numpy as np
 
 from sslj.common.checks import check_bool, check_choice, check_number
 from sslj.losses import cross_entropy
-from sslj.methods.base import Method, Term, clean_pass, supervised_xe
+from sslj.methods.base import Method, Term, clean_pass, supervised_xe, unseen_share
 
 
 def confident_pseudo_labels(logits: jax.Array, threshold: float):
@@ -129,7 +129,8 @@ class PseudoLabel(Method):
                      ramp=self.consistency_ramp()))
 
     def monitors(self, outputs, batch):
-        return {"mask": jnp.mean(outputs["confident"].astype(jnp.float32))}
+        return {"mask": jnp.mean(outputs["confident"].astype(jnp.float32)),
+                **unseen_share(outputs["confident"], batch)}
 
 
 class PseudoLabelAccumulated(Method):
@@ -175,7 +176,8 @@ class PseudoLabelAccumulated(Method):
                      weight=float(self.config.pseudo_label_accumulated.weight)))
 
     def monitors(self, outputs, batch):
-        return {"pl_members_in_batch": jnp.mean(outputs["member"].astype(jnp.float32))}
+        return {"pl_members_in_batch": jnp.mean(outputs["member"].astype(jnp.float32)),
+                **unseen_share(outputs["member"], batch)}
 
     def refresh_due(self, step: int) -> bool:
         epoch, rest = divmod(step, self.epoch_steps)

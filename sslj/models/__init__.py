@@ -13,7 +13,7 @@ from collections.abc import Callable
 import flax.linen as nn
 
 from sslj.common.checks import ConfigError, check_choice
-from sslj.models.convnet import CONV_IMPLS, ICNMnistNet, OneVsAll, SmallCNN
+from sslj.models.convnet import CONV_IMPLS, DomainHead, ICNMnistNet, OneVsAll, SmallCNN
 from sslj.models.resnet import CifarResNet
 from sslj.models.wrn import WideResNet
 
@@ -42,11 +42,16 @@ def model_arguments(name: str) -> list[str]:
 
 
 def get_model(name: str, num_classes: int, *, one_vs_all: bool = False,
-              **kwargs) -> nn.Module:
+              domain_head: bool = False, **kwargs) -> nn.Module:
     """Model `name` with `num_classes` logits; `one_vs_all`: K binary copies of it with
-    stacked parameters (`OneVsAll`, ICN's one-vs-all formulation), same (N, K) output."""
+    stacked parameters (`OneVsAll`, ICN's one-vs-all formulation), same (N, K) output;
+    `domain_head`: one more output sown as `domain_logit` (`DomainHead`, MTC)."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; allowed: {sorted(MODELS)}")
+    if domain_head:
+        dtype = kwargs.pop("dtype", None)
+        base = functools.partial(MODELS[name], **kwargs)
+        return DomainHead(base, num_classes, **({"dtype": dtype} if dtype is not None else {}))
     if one_vs_all:
         dtype = kwargs.pop("dtype", None)
         base = functools.partial(MODELS[name], **kwargs)

@@ -135,3 +135,22 @@ class OneVsAll(nn.Module):
                        in_axes=(None, None), out_axes=1, axis_size=self.num_classes)
         out = nets(self.base(num_classes=1, dtype=self.dtype, name="nets"), x, train)
         return out[..., 0]
+
+
+class DomainHead(nn.Module):
+    """A classifier with one more output, MTC's in-distribution head (Yu et al. 2020:
+    `fc2`, one logit beside the class head `fc`, both linear on the same features):
+    `base` built with num_classes + 1 outputs; returns the class logits (N, K) and sows
+    the extra column, the domain logit (N,), into `intermediates` as `domain_logit`
+    (read by a pass with `capture=True`; inference ignores it)."""
+
+    base: Any  # a model factory taking num_classes
+    num_classes: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        out = self.base(num_classes=self.num_classes + 1, dtype=self.dtype, name="net")(
+            x, train)
+        self.sow("intermediates", "domain_logit", out[:, -1])
+        return out[:, :-1]

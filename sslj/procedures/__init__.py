@@ -13,47 +13,20 @@ built from the loop's public blocks (`sslj.train.loop`: build, init_state,
 train_streams, train_and_evaluate with a stop step, check_finite, summarize;
 `sslj.train.evaluate`; `sslj.train.checkpoint`). Registered: `spl` (pretrain ->
 identify -> rounds of inner / outer steps), `icn` (rounds of synthesis ->
-reclassification) and `standard` (train once).
+reclassification), `curriculum` (Curriculum Labeling's self-paced rounds) and
+`standard` (train once). The registry and the dispatch live in
+`sslj.procedures.registry`, which imports no procedure, so one procedure can run
+another's config (SPL pretrains its base, Curriculum Labeling included, through it).
 """
 
 from __future__ import annotations
 
-from sslj.procedures import icn, spl, standard
-
-PROCEDURES: dict[str, object] = {}
-
-
-def register(name: str, procedure, *, before: str | None = None) -> None:
-    """Adds a procedure; it is tried before `before` (default: before `standard`, the
-    fallback), so a specific procedure always wins over the generic one."""
-    items = [(k, v) for k, v in PROCEDURES.items() if k != name]
-    at = next((i for i, (k, _) in enumerate(items) if k == (before or "standard")),
-              len(items))
-    items.insert(at, (name, procedure))
-    PROCEDURES.clear()
-    PROCEDURES.update(items)
-
+from sslj.procedures import curriculum, icn, spl, standard
+from sslj.procedures.registry import PROCEDURES, final_model_dir, procedure_name, register, run
 
 register("standard", standard)
 register("spl", spl)
 register("icn", icn)
+register("curriculum", curriculum)
 
-
-def procedure_name(config) -> str:
-    """The name of the procedure that runs `config`."""
-    return next(name for name, proc in PROCEDURES.items() if proc.applies(config))
-
-
-def run(config, workdir: str, *, pretrained_dir: str | None = None,
-        stop_at: int | None = None, devices=None) -> dict:
-    """Runs `config` into `workdir` with its procedure; returns the results.
-
-    `pretrained_dir`: a finished base run to start from (SPL's shared pretraining);
-    `stop_at`: pre-empt after that train step with a checkpoint (rerun to finish).
-    """
-    procedure = PROCEDURES[procedure_name(config)]
-    return procedure.run(config, workdir, pretrained_dir=pretrained_dir, stop_at=stop_at,
-                         devices=devices)
-
-
-__all__ = ["PROCEDURES", "procedure_name", "register", "run"]
+__all__ = ["PROCEDURES", "final_model_dir", "procedure_name", "register", "run"]

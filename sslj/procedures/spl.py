@@ -3,8 +3,9 @@ model selection on V2 -> test.
 
     run(config, workdir, pretrained_dir=None, stop_at=None) -> results
 
-1. Pretrain: the base method (`config.method`, SPL off) trained by the standard
-   procedure into `<workdir>/pretrain`, or reused from
+1. Pretrain: the base method (`config.method`, SPL off) trained by its own procedure
+   (the standard one, or Curriculum Labeling's rounds, whose best-validation round's
+   model is the one SPL starts from) into `<workdir>/pretrain`, or reused from
    `pretrained_dir` (a finished run of the same base config: `run_config` and
    `reproduce.py` pass the base row's run, so "base" and "base+SPL" share one
    pretraining). `spl.pretrain = False` starts from the initialisation (ablation).
@@ -76,7 +77,7 @@ from sslj.data import pipeline
 from sslj.data import splits as splits_lib
 from sslj.methods.base import without_addons
 from sslj.methods.supervised import Supervised
-from sslj.procedures import standard
+from sslj.procedures import registry, standard
 from sslj.spl import bilevel
 from sslj.spl import masks as masks_lib
 from sslj.spl.plots import plot_layer_ratios, plot_rounds
@@ -161,7 +162,9 @@ def run_with_parts(config, workdir: str, *, pretrained_dir: str | None = None,
             with open(path) as f:
                 pretrain_results = json.load(f)
         else:
-            pretrain_results = standard.run(base_cfg, pretrained_dir, stop_at=stop_at,
+            # through the registry: a base with a procedure of its own (Curriculum
+            # Labeling's rounds) pretrains with it
+            pretrain_results = registry.run(base_cfg, pretrained_dir, stop_at=stop_at,
                                             devices=devices)
             if "stopped_at" in pretrain_results:
                 return pretrain_results, None
@@ -177,7 +180,8 @@ def run_with_parts(config, workdir: str, *, pretrained_dir: str | None = None,
         "test": EvalSet(ds.test_images, splits_lib.relabel(ds.test_labels, seen), eval_bs,
                         mesh),
     }
-    state = (load_pretrained(exp, pretrained_dir) if spl.pretrain
+    state = (load_pretrained(exp, registry.final_model_dir(base_cfg, pretrained_dir))
+             if spl.pretrain
              else sharding.replicate(mesh, init_state(exp)))
 
     # ------------------------------------------------------------ identification

@@ -43,6 +43,14 @@ class TrainMethod(Protocol):
 
     name: str
     uses_unlabeled: bool  # the loop feeds unlabeled batches only then
+    uses_labeled_index: bool  # the labeled batch carries `labeled_index`
+    refresh_set: str  # what `refresh` predicts: "unlabeled" | "validation" | "none"
+    model_options: dict  # keyword arguments of get_model (domain_head)
+    has_pre_step: bool  # the step calls `pre_step` before the loss
+
+    def set_data_sizes(self, *, labeled: int, unlabeled: int, validation: int) -> None: ...
+
+    def pre_step(self, ctx: StepContext, batch: Batch, rng: jax.Array): ...
 
     def outputs(self, ctx: StepContext, batch: Batch, rng: jax.Array) -> dict: ...
 

@@ -34,6 +34,7 @@ from sslj.data import noise as noise_lib
 from sslj.data import pipeline, sources
 from sslj.data import splits as splits_lib
 from sslj.models import get_model
+from sslj.train import selection
 from sslj.train.checkpoint import Checkpointer
 from sslj.train.dynamics import learning_dynamics, plot_dynamics
 from sslj.train.evaluate import EvalSet, evaluate, make_predict
@@ -100,7 +101,9 @@ def build(config, method: TrainMethod, workdir: str | None = None, devices=None,
             f.write(config.to_json_best_effort(indent=2))
     model = get_model(config.model, len(splits.seen_classes),
                       dtype=jnp.dtype(config.get("compute_dtype", "float32")),
-                      **dict(config.get("model_kwargs", {})))
+                      **dict(method.model_options), **dict(config.get("model_kwargs", {})))
+    method.set_data_sizes(labeled=len(splits.labeled), unlabeled=len(splits.unlabeled),
+                          validation=len(splits.validation))
     return Experiment(config, dataset, splits, mesh, model, method,
                       make_optimizer(config.optimizer, int(config.num_steps)),
                       name or method.name, noise)
@@ -118,6 +121,8 @@ def init_state(exp: Experiment, rng=None):
 def train_streams(exp: Experiment) -> pipeline.TrainStreams:
     ds, sp = exp.dataset, exp.splits
     labeled = {"image": ds.train_images[sp.labeled], "label": exp.labeled_labels()}
+    if exp.method.uses_labeled_index:
+        labeled["index"] = np.arange(len(sp.labeled), dtype=np.int32)
     unlabeled = None
     if exp.method.uses_unlabeled:
         # the true labels (seen classes relabelled, unseen -1) feed monitors only
@@ -221,10 +226,13 @@ def train_and_evaluate(exp: Experiment, workdir: str, *, stop_at: int | None = N
             bar.update(1)
             if exp.method.refresh_due(step):
                 if unlabeled_set is None:
-                    unlabeled_set = EvalSet(ds.train_images[sp.unlabeled],
-                                            train_labels[sp.unlabeled], eval_bs, mesh)
-                logits = unlabeled_set.logits(predict, state.params, state.batch_stats,
-                                              state.masks)
+                    rows = (sp.validation if exp.method.refresh_set == "validation"
+                            else sp.unlabeled)
+                    unlabeled_set = EvalSet(ds.train_images[rows], train_labels[rows],
+                                            eval_bs, mesh)
+                logits = (None if exp.method.refresh_set == "none" else
+                          unlabeled_set.logits(predict, state.params, state.batch_stats,
+                                               state.masks))
                 extra, stats = exp.method.refresh(jax.device_get(state.extra), logits, step,
                                                   unlabeled_set.labels)
                 state = state.replace(extra=sharding.replicate(mesh, extra))
@@ -262,6 +270,11 @@ def train_and_evaluate(exp: Experiment, workdir: str, *, stop_at: int | None = N
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
+        steps_, shares = selection.series(os.path.join(workdir, "metrics.jsonl"))
+        if shares:
+            selection.plot({results["method"]: (steps_, shares)},
+                           os.path.join(workdir, "unseen_share.png"),
+                           f"{results['method']}: unseen-class share of the selection")
         if train_set is not None:
             plot_dynamics({results["method"]: meta["evals"]},
                           os.path.join(workdir, "dynamics.png"),

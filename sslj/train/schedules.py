@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import optax
 
 RAMPS = ("constant", "oliver_exp", "linear", "warmup")
-LR_SCHEDULES = ("constant", "staircase", "fixmatch_cosine")
+LR_SCHEDULES = ("constant", "staircase", "fixmatch_cosine", "cosine")
 
 
 def ramp(kind: str, steps: int):
@@ -32,7 +32,9 @@ def ramp(kind: str, steps: int):
 
 def learning_rate(opt_config, num_steps: int) -> optax.Schedule:
     """`constant`; `staircase` (x decay_factor at each of decay_steps, Oliver: x0.2 at
-    400k of 500k); `fixmatch_cosine` (lr cos(7 pi k / (16 K)), Sohn et al. 2020)."""
+    400k of 500k); `fixmatch_cosine` (lr cos(7 pi k / (16 K)), Sohn et al. 2020);
+    `cosine` (lr (1 + cos(pi k / K)) / 2, to 0 at the end: Curriculum Labeling's
+    rampdown, Loshchilov & Hutter's SGDR without restarts)."""
     lr = float(opt_config.lr)
     kind = opt_config.schedule
     if kind == "constant":
@@ -46,4 +48,7 @@ def learning_rate(opt_config, num_steps: int) -> optax.Schedule:
     if kind == "fixmatch_cosine":
         return lambda step: lr * jnp.cos(7.0 * jnp.pi * jnp.asarray(step, jnp.float32)
                                          / (16.0 * num_steps))
+    if kind == "cosine":
+        return lambda step: lr * 0.5 * (1.0 + jnp.cos(
+            jnp.pi * jnp.minimum(jnp.asarray(step, jnp.float32) / num_steps, 1.0)))
     raise ValueError(f"unknown schedule {kind!r}")

@@ -90,6 +90,7 @@ def _flat_intermediates(tree, prefix: str = "") -> dict:
 
 
 _ADDON_STREAM = 0x5E3  # fold_in constant of the add-on terms' random stream
+_PRE_STEP_STREAM = 0x9E7  # fold_in constant of `pre_step`'s random stream
 
 
 def _l2(tree) -> jax.Array:
@@ -108,6 +109,13 @@ def make_step_fn(model, method: TrainMethod, optimizer: optax.GradientTransforma
     def step(state, batch):
         rng = jax.random.fold_in(state.rng, state.step)
         method_rng, bn_rng = jax.random.split(rng)
+        if method.has_pre_step:  # DS3L's meta step: a new `extra` before the loss
+            pre_forward = Forward(model, apply_masks(state.params, state.masks),
+                                  state.batch_stats, "none", state.masks)
+            pre_ctx = StepContext(forward=pre_forward, augment=augment, step=state.step,
+                                  state=state)
+            state = state.replace(extra=method.pre_step(
+                pre_ctx, batch, jax.random.fold_in(rng, _PRE_STEP_STREAM)))
 
         def loss_fn(params):
             masked = apply_masks(params, state.masks)
