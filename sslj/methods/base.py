@@ -26,7 +26,13 @@ Optional hooks for stateful methods:
   * `refresh_due(step)` / `refresh(extra, logits_unlabeled, step, true_labels)` ->
     (extra, stats): a host-side update from a jitted inference pass over the whole
     unlabeled set, run by the loop between steps (the report's accumulated
-    pseudo-labels).
+    pseudo-labels); `refresh_set = "validation"` predicts the validation set instead
+    (UASD's threshold), `"none"` predicts nothing (MTC's epoch update);
+  * `pre_step(ctx, batch, rng)` (with `has_pre_step`): a new `extra` inside the jitted
+    step before the loss (DS3L's meta step on its weighting network);
+  * `uses_labeled_index`: the labeled batch carries `labeled_index` (UASD's per-example
+    averages of the labeled rows); `set_data_sizes`: the run's set sizes;
+  * `model_options`: keyword arguments of `sslj.models.get_model` (MTC's domain head).
 """
 
 from __future__ import annotations

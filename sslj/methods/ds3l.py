@@ -36,8 +36,9 @@ Monitors: the weights' mean and spread over the unlabeled batch (`ds3l_w_mean`,
 (`ds3l_w_seen`, `ds3l_w_unseen`) and `unseen_share` (the share of the weight mass on
 unseen classes), the outer loss (`ds3l_meta_loss`) and the norm of the step's WNet
 update (`ds3l_wnet_update`): whether the weights move at all, which the code's issue
-#2 doubts. Under SPL (`ds3l+spl`) the outer steps keep WNet fixed (SPL's outer step
-takes no meta step).
+#2 doubts. Under SPL (`ds3l+spl`) WNet stays as pretrained with the default
+consistency outer loss; with `spl.outer_loss = "base"` the outer steps are DS3L's own,
+meta step included.
 """
 
 from __future__ import annotations
