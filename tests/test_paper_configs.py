@@ -323,6 +323,10 @@ PAPER_VALUES = [
       for r in ((row[0],) if row[0] else _SPL_OLIVER_ROWS)],
     *[(m, *row) for m in SPL_MODULES for row in SPL_PROTOCOL],
     *[(m, *row) for m in SPL_MODULES for row in SAFE_SSL_VALUES],
+    *[(m, "curriculum_labeling", "num_steps", steps,
+       f"{CL_CODE} README: 750 epochs per round of (labels + 20,000) images at batch 512")
+      for m, steps in (("spl_cifar10", 32_800), ("spl_cifar100", 36_600),
+                       ("spl_tinyimagenet", 44_000))],
     *[("spl_cifar10", r, *row[1:3], f"{SPL} 'built upon (Oliver et al. 2018)': {row[3]}")
       for row in OLIVER_CIFAR10_DATA for r in ((row[0],) if row[0] else _SPL_OLIVER_ROWS)
       if (r, row[1]) != ("vat+spl", "vat.eps")],  # that one cites SPL's code below
