@@ -4,7 +4,7 @@
         --config.data.data_dir=/data/tfds --workdir runs/oliver_c10   # all six rows
     python experiments/run.py --config experiments/configs/oliver_cifar10_4000.py:vat \
         --config.data.data_dir=/data/tfds --workdir runs/oliver_c10_vat   # one row
-    python experiments/reproduce.py --table oliver_table1_cifar10 --scale full --seeds 5
+    python experiments/reproduce.py --table oliver_table1 --scale full --seeds 5
 
 Protocol: all ten classes seen, 400 labels per class (4,000), 5,000 validation images,
 the other 41,000 training images unlabeled; batch 50 + 50; Adam 3e-3 (Pi and PL 3e-4,

@@ -13,7 +13,7 @@ from sslj.train.masking import ones_masks
 
 
 class TrainState(flax.struct.PyTreeNode):
-    """Everything a step needs and a checkpoint stores (DESIGN.md, "The state").
+    """Everything a step needs and a checkpoint stores.
 
     `masks` has the params' structure (a scalar 1.0 per unmasked leaf); `mask_scores`
     and `mask_opt_state` are SPL's relaxed masks (empty until SPL sets them); `extra`
