@@ -10,9 +10,9 @@ Protocol: as spl_cifar10.py (DS3L split, WRN-28-2, V1 / V2 = 70 / 30 %), with th
 too few for 400 labels plus validation plus unlabeled images, and REFERENCE.md gives no
 count for it: 100 labels per seen class (5,000), 2,500 validation images and 20,000
 unlabeled images are our choice (tau = 0.25; p = 0.775 at delta = 0.3). Hence delta >= 0.2:
-below it the split runs out of seen-class images (at delta = 0.1 and 0.15 each seen class
-needs 360 and 340 unlabeled images where about 352 are left after labels and validation;
-at delta = 0, 100 + 50 + 400).
+below it the split runs out of seen-class images (issue 19's trials: delta = 0.1 and 0.15
+fail; at 0.1 each seen class needs int(20000 x 0.9) / 50 = 360 unlabeled images where
+about 352 are left after the labels and the validation images).
 
 Expected seen-class test accuracy (%, Table 1): supervised 58.6 / 58.6, Pi 59.4 / 57.9,
 PL 60.2 / 57.5, VAT 63.3 / 61.6, UASD 61.8 / 58.4, MTC 63.1 / 61.1, CL 63.6 / 61.5,
