@@ -54,5 +54,3 @@ def final_model_dir(config, workdir: str) -> str:
 
 
 __all__ = ["PROCEDURES", "final_model_dir", "procedure_name", "register", "run"]
-
-
