@@ -154,8 +154,8 @@ def run(config, workdir: str, *, pretrained_dir: str | None = None,
             "stopped_early": False}
     done = -1
     if ckpt.latest_step() is not None:
-        done = int(ckpt.latest_step())
         state, meta = ckpt.restore(state)
+        done = int(ckpt.restored_step)
         pool = PseudoNegativePool.load(os.path.join(pool_dir, f"round_{done}.npz"),
                                        int(icn.pool_cap))
     prior_time = float(meta.get("train_time_s", 0.0))
@@ -356,7 +356,7 @@ def _load_final(config, run_dir: str):
     ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"))
     try:
         template = sharding.replicate(exp.mesh, loop.init_state(exp))
-        state, _ = ckpt.restore(template)
+        state, _ = ckpt.restore(template, step=ckpt.latest_step())
     finally:
         ckpt.close()
     return exp, state

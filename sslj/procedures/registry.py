@@ -15,6 +15,12 @@ procedure may dispatch a base config without an import cycle.
 
 from __future__ import annotations
 
+import json
+import os
+
+from sslj.common.notice import say
+from sslj.train import workdir as workdir_lib
+
 PROCEDURES: dict[str, object] = {}
 
 
@@ -35,15 +41,32 @@ def procedure_name(config) -> str:
 
 
 def run(config, workdir: str, *, pretrained_dir: str | None = None,
-        stop_at: int | None = None, devices=None) -> dict:
+        stop_at: int | None = None, devices=None, overwrite: bool = False) -> dict:
     """Runs `config` into `workdir` with its procedure; returns the results.
+
+    The workdir belongs to one config (`sslj.train.workdir`): a finished run of the same
+    settings is reloaded, not retrained ("finished run reused"); an unfinished one
+    resumes; one of other settings raises `WorkdirConflict` before any compute, unless
+    `overwrite` (which deletes it). The workdir is locked while the run lasts.
 
     `pretrained_dir`: a finished base run to start from (SPL's shared pretraining);
     `stop_at`: pre-empt after that train step with a checkpoint (rerun to finish).
     """
     procedure = PROCEDURES[procedure_name(config)]
-    return procedure.run(config, workdir, pretrained_dir=pretrained_dir, stop_at=stop_at,
-                         devices=devices)
+    claim = workdir_lib.claim(config, workdir, overwrite=overwrite)
+    try:
+        if workdir_lib.is_finished(workdir):
+            with open(os.path.join(workdir, "results.json")) as f:
+                results = json.load(f)
+            say(f"finished run reused: {workdir}")
+            return results
+        results = procedure.run(config, workdir, pretrained_dir=pretrained_dir,
+                                stop_at=stop_at, devices=devices)
+        if "stopped_at" not in results:
+            claim.finish()
+        return results
+    finally:
+        claim.release()
 
 
 def final_model_dir(config, workdir: str) -> str:

@@ -116,7 +116,7 @@ def load_pretrained(exp, pretrained_dir: str):
                 f"pretraining in {pretrained_dir} has no checkpoint at its last step "
                 f"{int(exp.config.num_steps)} (newest: {latest}); rerun it to finish")
         template = sharding.replicate(exp.mesh, init_state(exp))
-        state, _ = ckpt.restore(template)
+        state, _ = ckpt.restore(template, step=latest)
     finally:
         ckpt.close()
     return state
@@ -241,12 +241,12 @@ def run_with_parts(config, workdir: str, *, pretrained_dir: str | None = None,
         def ema_batch_stats(s):  # the EMA weights are another network: their own stats
             return precise_batch_stats(stats_fn, s.ema_params, s.masks, s.batch_stats, bn_set)
 
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), 2)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), int(cfg.get("keep_checkpoints", 2)))
     meta = {"evals": [], "train_time_s": 0.0}
     done = 0
     if ckpt.latest_step() is not None:
         state, meta = ckpt.restore(state)
-        done = int(ckpt.latest_step())
+        done = int(ckpt.restored_step)
     prior_time = float(meta.get("train_time_s", 0.0))
     # on resume, metric lines an interrupted round wrote after the checkpoint are dropped
     writer = MetricWriter(workdir, resume_step=int(jax.device_get(state.step)) if done else None,

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sslj.common import sharding
+from sslj.common.notice import say
 from sslj.data import noise as noise_lib
 from sslj.data import pipeline, sources
 from sslj.data import splits as splits_lib
@@ -39,6 +40,7 @@ from sslj.train.checkpoint import Checkpointer
 from sslj.train.dynamics import learning_dynamics, plot_dynamics
 from sslj.train.evaluate import EvalSet, evaluate, make_predict
 from sslj.train.interface import TrainMethod
+from sslj.train.interrupt import RunInterrupted, StopRequests
 from sslj.train.metrics import MetricWriter
 from sslj.train.optim import make_optimizer
 from sslj.train.state import create_train_state
@@ -46,12 +48,19 @@ from sslj.train.step import make_train_step
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A loss or monitor became NaN / inf; `.step` is the first step where it did."""
+    """A loss or monitor became NaN / inf; `.step` is the first step where it did.
+    `last_checkpoint` (set by the loop) is the step of the newest checkpoint, None when
+    the run had saved none."""
 
     def __init__(self, step: int, name: str, value: float):
-        self.step = step
-        super().__init__(f"non-finite {name} = {value} at step {step}; stopping. The last "
-                         "good checkpoint is untouched.")
+        self.step, self.name, self.value = step, name, value
+        self.last_checkpoint: int | None = None
+        super().__init__(step, name, value)
+
+    def __str__(self) -> str:
+        where = (f"the last good checkpoint (step {self.last_checkpoint}) is untouched"
+                 if self.last_checkpoint is not None else "no checkpoint had been saved yet")
+        return f"non-finite {self.name} = {self.value} at step {self.step}; stopping ({where})"
 
 
 @dataclasses.dataclass
@@ -181,6 +190,7 @@ def train_and_evaluate(exp: Experiment, workdir: str, *, stop_at: int | None = N
         if meta["data_position"]["labeled"] != start * int(cfg.batch_size):
             raise ValueError(f"checkpoint in {workdir} was written with another batch_size; "
                              "resume with the config it was started with")
+        say(f"resuming {workdir} from step {start}")
     prior_time = float(meta.get("train_time_s", 0.0))  # spent by earlier invocations
     writer = MetricWriter(workdir, resume_step=start if start else None,
                           tensorboard=bool(cfg.get("tensorboard", True)))
@@ -219,7 +229,9 @@ def train_and_evaluate(exp: Experiment, workdir: str, *, stop_at: int | None = N
     log_every, eval_every = int(cfg.log_every), int(cfg.eval_every)
     ckpt_every = int(cfg.checkpoint_every)
     end = num_steps if stop_at is None else min(stop_at, num_steps)
+    stop = StopRequests()
     try:
+        stop.__enter__()
         for step in range(start + 1, end + 1):
             state, metrics = train_step(state, next(batches))
             pending.append((step, metrics))
@@ -238,11 +250,15 @@ def train_and_evaluate(exp: Experiment, workdir: str, *, stop_at: int | None = N
                 state = state.replace(extra=sharding.replicate(mesh, extra))
                 writer.write(step, {f"refresh/{k}": v for k, v in stats.items()})
             is_eval = step % eval_every == 0 or step == num_steps
-            is_save = step % ckpt_every == 0 or step == end
+            is_save = step % ckpt_every == 0 or step == end or stop.requested
             if step % log_every == 0 or is_eval or is_save:
                 host = jax.device_get(pending)
                 pending.clear()
-                check_finite(host)  # before anything is saved
+                try:
+                    check_finite(host)  # before anything is saved
+                except NonFiniteLossError as e:
+                    e.last_checkpoint = ckpt.latest_step()
+                    raise
                 mean = {k: float(np.mean([m[k] for _, m in host])) for k in host[-1][1]}
                 writer.write(step, mean)
                 bar.set_postfix(loss=f"{mean['losses/total']:.3f}", refresh=False)
@@ -259,7 +275,11 @@ def train_and_evaluate(exp: Experiment, workdir: str, *, stop_at: int | None = N
                 snapshot = copy.deepcopy(meta)
                 snapshot["train_time_s"] = prior_time + time.time() - t_start
                 ckpt.save(step, state, snapshot)
+                writer.flush()  # TensorBoard holds no event the checkpoint covers
+                if stop.requested:
+                    raise RunInterrupted(stop.signum, step, workdir)
     finally:
+        stop.__exit__()
         bar.close()
         ckpt.close()
         writer.close()

@@ -12,8 +12,12 @@ import jax
 class MetricWriter:
     """Appends `{"step": s, **scalars}` lines to `metrics.jsonl` and TensorBoard events.
 
-    On resume from step `resume_step`, lines written after that step by the interrupted
-    run are dropped first, so the file reads as one uninterrupted run.
+    Every start trims the file to the checkpoint it starts from: on resume from step
+    `resume_step` the lines written after that step by the interrupted run are dropped,
+    and a start from scratch (`resume_step` None) drops every line of a run that died
+    before its first checkpoint, so the file reads as one uninterrupted run.
+    TensorBoard events are buffered: `flush` (called at each checkpoint) writes them, so a
+    kill loses none that the checkpoint covers.
     """
 
     def __init__(self, workdir: str, resume_step: int | None = None, tensorboard: bool = True):
@@ -22,17 +26,16 @@ class MetricWriter:
         self._tb = None
         if not self.enabled:
             return
-        if resume_step is not None and os.path.exists(self.path):
+        if os.path.exists(self.path):
+            keep_to = -1 if resume_step is None else resume_step
             with open(self.path) as f:
-                kept = [line for line in f if line.strip()
-                        and json.loads(line).get("step", 0) <= resume_step]
+                kept = [line for line in f if _complete(line)
+                        and json.loads(line).get("step", 0) <= keep_to]
             with open(self.path, "w") as f:
                 f.writelines(kept)
         self._file = open(self.path, "a")  # noqa: SIM115 - closed in close()
         if tensorboard:
-            from tensorboardX import SummaryWriter
-
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            self._tb = _ScalarEvents(os.path.join(workdir, "tensorboard"))
 
     def write(self, step: int, scalars: dict) -> None:
         if not self.enabled:
@@ -43,7 +46,11 @@ class MetricWriter:
         if self._tb is not None:
             for k, v in clean.items():
                 if v is not None and math.isfinite(v):
-                    self._tb.add_scalar(k, v, int(step))
+                    self._tb.add(k, v, int(step))
+
+    def flush(self) -> None:
+        if self.enabled and self._tb is not None:
+            self._tb.flush()
 
     def close(self) -> None:
         if not self.enabled:
@@ -51,6 +58,44 @@ class MetricWriter:
         self._file.close()
         if self._tb is not None:
             self._tb.close()
+
+
+class _ScalarEvents:
+    """TensorBoard scalar events written synchronously into one event file (tensorboardX's
+    record writer, without SummaryWriter's queue thread, whose flush does not wait for
+    the queue: events it still held were lost on SIGKILL)."""
+
+    def __init__(self, logdir: str):
+        from tensorboardX.event_file_writer import EventsWriter
+
+        os.makedirs(logdir, exist_ok=True)
+        self._writer = EventsWriter(os.path.join(logdir, "events"))
+
+    def add(self, tag: str, value: float, step: int) -> None:
+        import time
+
+        from tensorboardX.proto import event_pb2
+        from tensorboardX.summary import scalar
+
+        self._writer.write_event(event_pb2.Event(summary=scalar(tag, value), step=step,
+                                                 wall_time=time.time()))
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def _complete(line: str) -> bool:
+    """A whole JSON line (a kill mid-write can leave a partial last line)."""
+    if not line.strip():
+        return False
+    try:
+        json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return True
 
 
 def read_jsonl(path: str) -> list[dict]:

@@ -1,0 +1,219 @@
+"""A workdir belongs to one run: its settings' fingerprint, its finished flag, its lock.
+
+    claim = workdir.claim(config, path, overwrite=False)  # checks, locks, records
+    ...train...
+    claim.finish(); claim.release()
+
+`run.json` in the workdir records the fingerprint of the settings that change results
+and whether the run finished. A rerun with the same fingerprint resumes an unfinished
+run (the loop says "resuming from step N") or reloads a finished one ("finished run
+reused"); a different fingerprint stops before any compute with `WorkdirConflict`, one
+line naming the differing fields and offering `--overwrite` or another workdir.
+
+The fingerprint is every config field except those that change no number a run reports
+(`NEUTRAL_FIELDS`: logging, progress, TensorBoard, checkpoint interval and count, the
+data directory, the comparison list). Resume is exact whatever `checkpoint_every`, and
+`log_every` only sets how often metrics are written and checked for NaN, so these may
+change between invocations. Everything else (seed, steps, batch sizes, learning rates,
+evaluation interval, ...) may not. A workdir written before `run.json` existed is
+compared through its `config.json`.
+
+The lock is an exclusive `fcntl` lock on `.sslj.lock` held for the whole run; the kernel
+drops it when the process ends however it ends, so a dead process never leaves a stale
+lock, and the file names the holder's pid for the refusal message. With several JAX
+processes only process 0 locks and writes; every process checks the fingerprint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+
+import jax
+
+FINGERPRINT_FILE = "run.json"
+LOCK_FILE = ".sslj.lock"
+# fields that change no reported number (see the module docstring)
+NEUTRAL_FIELDS = frozenset({
+    "log_every", "progress_bar", "tensorboard", "checkpoint_every", "keep_checkpoints",
+    "data.data_dir", "compare",
+})
+
+
+class WorkdirConflict(RuntimeError):
+    """The workdir holds a run of other settings, or another process is running in it."""
+
+
+def _flatten(tree, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def fingerprint(config) -> dict:
+    """{dotted field: JSON value} of every field of `config` that changes results."""
+    tree = json.loads(config.to_json_best_effort())  # tuples -> lists, as stored
+    return {k: v for k, v in sorted(_flatten(tree).items())
+            if k not in NEUTRAL_FIELDS and not any(k.startswith(n + ".")
+                                                   for n in NEUTRAL_FIELDS)}
+
+
+def stored_fingerprint(path: str) -> dict | None:
+    """The fingerprint a workdir was started with (`run.json`, else `config.json`), or
+    None for a workdir no run has written to."""
+    run_json = os.path.join(path, FINGERPRINT_FILE)
+    if os.path.isfile(run_json):
+        with open(run_json) as f:
+            return json.load(f)["fingerprint"]
+    config_json = os.path.join(path, "config.json")
+    if os.path.isfile(config_json):
+        with open(config_json) as f:
+            tree = json.load(f)
+        return {k: v for k, v in _flatten(tree).items()
+                if k not in NEUTRAL_FIELDS and not any(k.startswith(n + ".")
+                                                       for n in NEUTRAL_FIELDS)}
+    return None
+
+
+def is_finished(path: str) -> bool:
+    """Whether the run in `path` finished (`run.json` says so and results.json exists)."""
+    run_json = os.path.join(path, FINGERPRINT_FILE)
+    if not os.path.isfile(run_json) or not os.path.isfile(os.path.join(path, "results.json")):
+        return False
+    with open(run_json) as f:
+        return bool(json.load(f).get("finished", False))
+
+
+def differences(old: dict, new: dict) -> list[str]:
+    """'field: old -> new' for every field that differs (missing: '<unset>')."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<unset>"), new.get(key, "<unset>")
+        if a != b:
+            out.append(f"{key}: {a!r} -> {b!r}")
+    return out
+
+
+def check_path(path: str) -> None:
+    """Raises `WorkdirConflict` if `path` is a file or cannot be created / written."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise WorkdirConflict(f"workdir {path} is a file; choose a directory (--workdir)")
+    parent = path
+    while not os.path.exists(parent):  # the nearest existing ancestor must be writable
+        parent = os.path.dirname(os.path.abspath(parent))
+    if not os.access(parent, os.W_OK):
+        raise WorkdirConflict(f"workdir {path} is not writable; choose another (--workdir)")
+
+
+def check(config, path: str, *, overwrite: bool = False) -> None:
+    """Raises `WorkdirConflict` if `path` holds a run of other settings (unless
+    `overwrite`) or is not a usable directory (`check_path`). Writes nothing."""
+    check_path(path)
+    if overwrite:
+        return
+    old = stored_fingerprint(path)
+    if old is None:
+        return
+    diff = differences(old, fingerprint(config))
+    if diff:
+        shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
+        raise WorkdirConflict(
+            f"workdir {path} holds a run with other settings ({shown}); rerun with "
+            "--overwrite to replace it, or choose another --workdir")
+
+
+def remove_run(path: str) -> None:
+    """Deletes the run in `path` (for `--overwrite`): only a directory sslj wrote."""
+    if stored_fingerprint(path) is None and not os.path.isdir(os.path.join(path, "checkpoints")):
+        raise WorkdirConflict(f"--overwrite: {path} does not look like an sslj workdir "
+                              "(no run.json, config.json or checkpoints/); remove it yourself")
+    shutil.rmtree(path)
+
+
+class Claim:
+    """A locked workdir (process 0) with its fingerprint recorded."""
+
+    def __init__(self, path: str, lock_file):
+        self.path = path
+        self._lock_file = lock_file
+
+    def finish(self) -> None:
+        """Marks the run finished (after its results.json is written)."""
+        if jax.process_index() == 0:
+            _update(self.path, finished=True)
+
+    def release(self) -> None:
+        if self._lock_file is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None
+
+
+def _update(path: str, **fields) -> None:
+    file = os.path.join(path, FINGERPRINT_FILE)
+    with open(file) as f:
+        data = json.load(f)
+    data.update(fields)
+    tmp = file + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, file)
+
+
+def lock(path: str):
+    """An open file holding the exclusive lock on `path`, or `WorkdirConflict` naming the
+    process that holds it."""
+    os.makedirs(path, exist_ok=True)
+    f = open(os.path.join(path, LOCK_FILE), "a+")  # noqa: SIM115 - kept open while locked
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        raise WorkdirConflict(f"workdir {path} is in use by another run (pid {holder}); "
+                              "wait for it to end or choose another --workdir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+def claim(config, path: str, *, overwrite: bool = False) -> Claim:
+    """Checks `path` against `config` (`check`), takes its lock and records the
+    fingerprint (process 0). With `overwrite`, a previous run of other settings is
+    deleted first."""
+    check(config, path, overwrite=overwrite)
+    if jax.process_index() != 0:
+        return Claim(path, None)
+    handle = lock(path)
+    try:
+        new = fingerprint(config)
+        old = stored_fingerprint(path)
+        if overwrite and old is not None and differences(old, new):
+            handle.close()
+            remove_run(path)
+            handle = lock(path)
+            old = None
+        if not os.path.isfile(os.path.join(path, FINGERPRINT_FILE)):
+            with open(os.path.join(path, FINGERPRINT_FILE), "w") as f:
+                json.dump({"fingerprint": new, "finished": False}, f, indent=2)
+    except BaseException:
+        handle.close()
+        raise
+    return Claim(path, handle)
+
+
+__all__ = ["Claim", "FINGERPRINT_FILE", "LOCK_FILE", "NEUTRAL_FIELDS", "WorkdirConflict",
+           "check", "check_path", "claim", "differences", "fingerprint", "is_finished", "lock",
+           "remove_run", "stored_fingerprint"]
