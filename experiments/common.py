@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 # XLA:CPU sends convolutions to YNNPACK by default, which keeps ~1.3 of 2 cores busy;
 # turning its fusion off made the supervised step 1.3x and FixMatch 2.4x faster here
@@ -23,26 +24,154 @@ COLUMNS = [
 ]
 
 
-def run_config(config, workdir: str) -> list[dict]:
-    """Trains `config` (each method of `config.compare`) and prints the results table."""
+# blocks whose keys are free-form (passed through as keyword arguments)
+_OPEN_BLOCKS = ("model_kwargs",)
+
+
+def _unknown(field: str, known, flag: str) -> SystemExit:
+    import difflib
+
+    leaf = field.rsplit(".", 1)[-1]
+    near = difflib.get_close_matches(leaf, list(known), n=1)
+    hint = f"; did you mean {near[0]!r}?" if near else f"; allowed: {sorted(known)}"
+    return SystemExit(f"error: unknown config field {field!r} ({_flag(flag, field)}){hint}")
+
+
+def _flag(flag: str, field: str) -> str:
+    return f"{flag}{field}" if flag.endswith(".") else f"{flag} {field}"
+
+
+def set_field(config, field, value, strict: bool = False, flag: str = "--set"):
+    """Sets `field` (dotted) of `config`; `strict` (a value the user typed) refuses a value
+    that does not fit the field's type instead of converting it. An unknown field is a
+    SystemExit naming it, with a did-you-mean; `model_kwargs.*` is open (the model
+    validation checks its keys)."""
+    *parents, leaf = field.split(".")
+    node = config
+    for depth, p in enumerate(parents):
+        if p not in node or not hasattr(node[p], "keys"):
+            raise _unknown(".".join(parents[:depth + 1]), node.keys(), flag)
+        node = node[p]
+    if leaf not in node:
+        if ".".join(parents) in _OPEN_BLOCKS:
+            with node.unlocked() if hasattr(node, "unlocked") else _null():
+                node[leaf] = value
+            return
+        raise _unknown(field, node.keys(), flag)
+    if strict:
+        node[leaf] = coerce(field, node[leaf], value, flag)
+    else:
+        node[leaf] = type(node[leaf])(value) if not isinstance(node[leaf], tuple) else value
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def coerce(field: str, old, value, flag: str = "--set"):
+    """`value` as the type of the field's current value `old`; SystemExit naming the field
+    when it does not fit (1.5 for an integer, "no" for a bool, ...)."""
+    def bad(kind):
+        return SystemExit(f"error: {_flag(flag, field)}={value!r}: expected {kind}")
+
+    if isinstance(old, bool):
+        if isinstance(value, bool):
+            return value
+        raise bad("true or false")
+    if isinstance(old, int):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                isinstance(value, float) and not value.is_integer()):
+            raise bad("an integer")
+        return int(value)
+    if isinstance(old, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        return float(value)
+    if isinstance(old, str):
+        return value if isinstance(value, str) else json.dumps(value)
+    if isinstance(old, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise bad("a list, e.g. [0,1,2]")
+        return tuple(value)
+    return value
+
+
+def parse_value(value: str):
+    """A typed value: JSON (1, 1.5, true, [0,1]), Python's True / False / None, else the
+    string itself."""
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return {"True": True, "False": False, "None": None}.get(value, value)
+
+
+def parse_assignment(item: str, flag: str = "--set") -> tuple[str, object]:
+    """`FIELD=VALUE` -> (field, parsed value); SystemExit for any other shape."""
+    if item.count("=") != 1 or not item.split("=", 1)[0].strip():
+        raise SystemExit(f"error: {flag} {item!r}: expected FIELD=VALUE with one '=', "
+                         "e.g. --set num_steps=600")
+    field, value = item.split("=", 1)
+    return field.strip(), parse_value(value)
+
+
+def user_errors():
+    """The exceptions an entry point reports as one line (no traceback)."""
     from sslj.data.sources import DataNotPreparedError
+    from sslj.train.checkpoint import CheckpointError
+    from sslj.train.loop import NonFiniteLossError
+    from sslj.train.workdir import WorkdirConflict
+
+    return (config_lib.ConfigError, DataNotPreparedError, WorkdirConflict, CheckpointError,
+            NonFiniteLossError)
+
+
+def report_stop(e: BaseException):
+    """SystemExit for an error of `user_errors()` or an interrupted run: one line."""
+    from sslj.train.interrupt import RunInterrupted
+
+    if isinstance(e, RunInterrupted):
+        print(f"interrupted: {e}", file=sys.stderr, flush=True)
+        return SystemExit(e.exit_code)
+    return SystemExit(f"error: {e}")
+
+
+def run_config(config, workdir: str, *, overwrite: bool = False,
+               explicit=()) -> list[dict]:
+    """Trains `config` (each method of `config.compare`) and prints the results table.
+
+    Every run's config and workdir are checked before the first run starts; a workdir
+    holding a run of other settings stops everything unless `overwrite`. `explicit`:
+    the fields the user set, which no method's overrides replace; the values a method's
+    overrides did set are printed, one line per run."""
     from sslj.procedures import run
+    from sslj.train import workdir as workdir_lib
+    from sslj.train.interrupt import RunInterrupted
 
     methods = config_lib.parse_methods(config.get("compare", "")) or (config.method,)
     results = []
     try:
-        configs = [config_lib.for_method(config, m) for m in methods]
+        configs = [config_lib.for_method(config, m, explicit) for m in methods]
         for cfg in configs:  # every run's config is checked before the first one starts
             config_lib.validate(cfg)
+        for m, cfg in zip(methods, configs, strict=True):
+            say_overrides(m, config, cfg)
         outs = [workdir if len(methods) == 1 else os.path.join(workdir, m) for m in methods]
+        workdir_lib.check_path(workdir)  # a file / read-only path
+        for cfg, out in zip(configs, outs, strict=True):
+            workdir_lib.check(cfg, out, overwrite=overwrite)
         shared = Pretrainings()
         for i in sorted(range(len(methods)), key=lambda i: bool(configs[i].spl.enabled)):
             cfg = configs[i]
-            results.append((i, run(cfg, outs[i], pretrained_dir=shared.lookup(cfg))))
+            results.append((i, run(cfg, outs[i], pretrained_dir=shared.lookup(cfg),
+                                   overwrite=overwrite)))
             shared.record(cfg, outs[i])
         results = [r for _, r in sorted(results, key=lambda x: x[0])]
-    except (config_lib.ConfigError, DataNotPreparedError) as e:
-        raise SystemExit(f"error: {e}") from None
+    except (*user_errors(), RunInterrupted) as e:
+        raise report_stop(e) from None
     table = results_table(results)
     print("\n" + table)
     os.makedirs(workdir, exist_ok=True)
@@ -52,6 +181,20 @@ def run_config(config, workdir: str) -> list[dict]:
         with open(os.path.join(workdir, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
     return results
+
+
+def say_overrides(name: str, config, cfg) -> None:
+    """One line naming the values `name`'s method overrides set (the effective ones)."""
+    from sslj.common.checks import changed_fields
+
+    skip = {"method", "target.kind", "target.eps"} | {
+        f for f in changed_fields(config, cfg) if f.split(".")[0] in ("spl", "ns3l", "icn")}
+    changed = {f: v for f, v in changed_fields(config, cfg, skip=tuple(skip)).items()
+               if not f.startswith("method_overrides.")}
+    if changed:
+        shown = ", ".join(f"{f}={v!r}" for f, v in sorted(changed.items()))
+        print(f"sslj: {name}: method_overrides give {shown}; set a field yourself to change it",
+              file=sys.stderr, flush=True)
 
 
 class Pretrainings:

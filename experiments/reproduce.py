@@ -26,35 +26,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import common  # noqa: E402  (XLA flags before JAX starts)
 from experiments.tables import TABLES  # noqa: E402
 
-# blocks whose keys are free-form (passed through as keyword arguments)
-_OPEN_BLOCKS = ("model_kwargs",)
+# the config-setting helpers are shared with run.py's --config.<field> (experiments/common)
+_set = common.set_field
+parse_set = common.parse_assignment
 
 
-def _set(config, field, value):
-    *parents, leaf = field.split(".")
-    node = config
-    for depth, p in enumerate(parents):
-        if p not in node:
-            raise SystemExit(f"error: unknown config field {'.'.join(parents[:depth + 1])!r} "
-                             f"(in --set {field}); allowed: {sorted(node.keys())}")
-        node = node[p]
-    if leaf not in node:
-        if ".".join(parents) in _OPEN_BLOCKS:
-            node[leaf] = value
-            return
-        raise SystemExit(f"error: unknown config field {field!r}; allowed under "
-                         f"{'.'.join(parents) or 'the top level'}: {sorted(node.keys())}")
-    node[leaf] = type(node[leaf])(value) if not isinstance(node[leaf], tuple) else value
-
-
-def _parse(value: str):
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError:
-        return value
-
-
-def run_config(base, run_name: str, fields: dict):
+def run_config(base, run_name: str, fields: dict, explicit=()):
     """The config of one run: `fields` (a column's and a row's) set on top of
     `for_method(base, run_name)`, except `method_overrides.*` fields, which are set on the
     base first so that `for_method` merges them like the config's own."""
@@ -67,7 +44,7 @@ def run_config(base, run_name: str, fields: dict):
         base = copy.deepcopy(base)
         for field, value in overrides.items():
             _set(base, field, value)
-    cfg = config_lib.for_method(base, run_name)
+    cfg = config_lib.for_method(base, run_name, explicit)
     for field, value in fields.items():
         if field not in overrides:
             _set(cfg, field, value)
@@ -75,14 +52,23 @@ def run_config(base, run_name: str, fields: dict):
 
 
 def run_table(name: str, scale: str, seeds: int, workdir: str, sets=(),
-              columns=None, rows=None, seed_offset: int = 0) -> str:
+              columns=None, rows=None, seed_offset: int = 0, overwrite: bool = False) -> str:
     """Runs (or reuses) every run of table `name` for the seeds seed_offset ...
     seed_offset + seeds - 1; `columns` / `rows` restrict it to some sweep values (as
-    printed in the table header) / rows."""
+    printed in the table header) / rows.
+
+    Each run's workdir follows `sslj.train.workdir`: a finished run of the same settings
+    is reused, an unfinished one resumes, one of other settings stops the table before
+    any run starts unless `overwrite` (which replaces it)."""
     import dataclasses
 
     from sslj import config as config_lib
     from sslj.procedures import run
+    from sslj.train import workdir as workdir_lib
+
+    if int(seeds) < 1 or int(seed_offset) < 0:
+        raise SystemExit(f"error: --seeds must be >= 1 and --seed-offset >= 0 (got "
+                         f"{seeds}, {seed_offset})")
 
     table = TABLES[name]
     if scale not in table.configs:
@@ -118,9 +104,18 @@ def run_table(name: str, scale: str, seeds: int, workdir: str, sets=(),
         *([arg] if arg else []))
     for field, value in table.overrides.get(scale, {}).items():
         _set(base, field, value)
-    for item in sets:
-        field, value = item.split("=", 1)
-        _set(base, field, _parse(value))
+    parsed = [parse_set(item) for item in sets]
+    varied = {table.sweep_field}
+    for value in table.sweep_values:
+        varied |= set(table.column(value, scale))
+    for row in table.methods:
+        varied |= set(table.row(row)[1])
+    for field, _ in parsed:
+        if field in varied:
+            raise SystemExit(f"error: --set {field}: table {name} sets this field in its "
+                             "columns or rows; choose them with --columns / --rows instead")
+    for field, value in parsed:
+        _set(base, field, value, strict=True)
     base.progress_bar = False
 
     runs = []
@@ -131,13 +126,17 @@ def run_table(name: str, scale: str, seeds: int, workdir: str, sets=(),
                 if (row, value) in table.skip:
                     continue
                 cfg = run_config(base, run_name, {**table.column(value, scale),
-                                                  **row_overrides})
+                                                  **row_overrides},
+                                 explicit={f for f, _ in parsed})
                 cfg.seed = seed
                 config_lib.validate(cfg)  # all rows are checked before the first one runs
                 runs.append((row, value, seed, cfg))
     # SPL runs pretrain with their base run: base rows run first, and every SPL run
     # whose pretraining another run of the table already did reuses it
     runs.sort(key=lambda r: bool(r[3].spl.enabled))
+    for row, value, seed, cfg in runs:  # every workdir is checked before the first run
+        workdir_lib.check(cfg, os.path.join(workdir, row, str(value), f"seed{seed}"),
+                          overwrite=overwrite)
     shared = common.Pretrainings()
     results, full, where = {}, {}, {}
     for i, (row, value, seed, cfg) in enumerate(runs):
@@ -146,13 +145,14 @@ def run_table(name: str, scale: str, seeds: int, workdir: str, sets=(),
         done = shared.lookup(cfg)
         if not cfg.spl.enabled and done:  # the same base run again (Fig. 3's p sweep)
             path = os.path.join(done, "results.json")
-        if os.path.exists(path):
+        label = f"[{i + 1}/{len(runs)}] {row} {_column_name(table, value)} seed={seed}"
+        if os.path.exists(path) and not overwrite:  # its settings were checked above
             with open(path) as f:
                 r = json.load(f)
+            print(f"{label}: finished run reused", flush=True)
         else:
-            print(f"[{i + 1}/{len(runs)}] {row} {_column_name(table, value)} seed={seed}",
-                  flush=True)
-            r = run(cfg, out, pretrained_dir=done)
+            print(label, flush=True)
+            r = run(cfg, out, pretrained_dir=done, overwrite=overwrite)
         shared.record(cfg, out)
         results.setdefault((row, value), []).append(r[table.metric])
         full.setdefault((row, value), []).append(r)
@@ -346,6 +346,9 @@ def main(argv=None):
     parser.add_argument("--columns", default="", help="comma-separated sweep values to run "
                         "(as in the table header, e.g. sym0.4); default: all")
     parser.add_argument("--rows", default="", help="comma-separated rows; default: all")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace runs of other settings found in the workdir (deleted); "
+                        "without it such a run stops the table before any compute")
     args = parser.parse_args(argv)
     from absl import logging
 
@@ -357,8 +360,13 @@ def main(argv=None):
         "runs", f"{args.table}_{args.scale}" + (f"_{args.isa.lower()}" if args.isa else ""))
     os.makedirs(workdir, exist_ok=True)
     columns, rows = ([x for x in arg.split(",") if x] for arg in (args.columns, args.rows))
-    print(run_table(args.table, args.scale, args.seeds, workdir, args.set, columns, rows,
-                    seed_offset=args.seed_offset))
+    from sslj.train.interrupt import RunInterrupted
+
+    try:
+        print(run_table(args.table, args.scale, args.seeds, workdir, args.set, columns, rows,
+                        seed_offset=args.seed_offset, overwrite=args.overwrite))
+    except (*common.user_errors(), RunInterrupted) as e:
+        raise common.report_stop(e) from None
 
 
 if __name__ == "__main__":

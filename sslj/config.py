@@ -124,7 +124,8 @@ def nested_fields(fields: dict) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(out)
 
 
-def for_method(config: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:
+def for_method(config: ml_collections.ConfigDict, method: str,
+               explicit: Iterable[str] = ()) -> ml_collections.ConfigDict:
     """A copy of `config` that trains `method`, with `method_overrides.<method>` merged in
     (then `method_overrides.<run name>` for run names it contains, e.g. `vat+ns3l`)
     (nested like the config: `method_overrides.pi_model.optimizer.lr = 3e-4`).
@@ -135,7 +136,12 @@ def for_method(config: ml_collections.ConfigDict, method: str) -> ml_collections
     add-on terms, `"<method>+ns3l"` (`ADDON_SUFFIXES`: NS3L on; `"supervised+ns3l"` is
     NS3L alone); and SPL, `"<method>+spl"` (hard mask), `"+spl_soft"` or `"+finetune"`
     (the fine-tune-on-V1 baseline), which set the `spl` fields of `SPL_SUFFIXES`.
+
+    `explicit`: dotted fields the user set (`--config.optimizer.lr=...`, reproduce's
+    `--set`). Neither a method's overrides nor a modifier's default eps replace them:
+    what the user says wins over what a method prefers.
     """
+    explicit = set(explicit)
     out = copy.deepcopy(config)
     name = method
     method, target, spl = split_run_name(name)
@@ -143,7 +149,7 @@ def for_method(config: ml_collections.ConfigDict, method: str) -> ml_collections
         out.method = method
         if target:
             out.target.kind = target
-            if not out.target.eps > 0:
+            if not out.target.eps > 0 and "target.eps" not in explicit:
                 out.target.eps = targets.DEFAULT_EPS.get(target, 0.0)
         for field, value in SPL_SUFFIXES.get(spl, {}).items():
             out.spl[field] = value
@@ -155,6 +161,8 @@ def for_method(config: ml_collections.ConfigDict, method: str) -> ml_collections
                                   "+".join([name, *_enabled_addons(out)])):
             overrides = out.method_overrides[key]
             for field in leaf_fields(overrides):
+                if field in explicit:
+                    continue
                 *parents, leaf = field.split(".")
                 src, dst = overrides, out
                 for p in parents:

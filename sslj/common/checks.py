@@ -89,19 +89,21 @@ def check_bool(config, field: str) -> None:
 
 
 def check_number(config, field, *, low=None, high=None, integer=False,
-                 low_open=False) -> None:
-    """A real (or, with `integer`, an integral) number in [low, high] ((low, high] with
-    `low_open`); bools are refused."""
+                 low_open=False, high_open=False) -> None:
+    """A real (or, with `integer`, an integral) number in [low, high] (an open end with
+    `low_open` / `high_open`); bools are refused."""
     value = get_field(config, field)
     kind = numbers.Integral if integer else numbers.Real
     if isinstance(value, bool) or not isinstance(value, kind):
         expected = "an integer" if integer else "a number"
         raise ConfigError(field, f"expected {expected}, got {value!r}")
     lo = "(" if low_open else "["
-    bounds = f"{lo}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
+    hi = ")" if high_open else "]"
+    bounds = (f"{lo}{low if low is not None else '-inf'}, "
+              f"{high if high is not None else 'inf'}{hi}")
     if low is not None and (value < low or (low_open and value == low)):
         raise ConfigError(field, f"{value!r} is out of range", bounds)
-    if high is not None and value > high:
+    if high is not None and (value > high or (high_open and value == high)):
         raise ConfigError(field, f"{value!r} is out of range", bounds)
 
 

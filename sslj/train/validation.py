@@ -3,7 +3,13 @@ policy, step counts and intervals, batch sizes (divisible by the devices), EMA, 
 
 from __future__ import annotations
 
-from sslj.common.checks import check_choice, check_divisible, check_number, device_count
+from sslj.common.checks import (
+    check_choice,
+    check_divisible,
+    check_number,
+    device_count,
+    leaf_fields,
+)
 from sslj.train.optim import DECAY_PARAMS, OPTIMIZERS
 from sslj.train.schedules import LR_SCHEDULES, RAMPS
 from sslj.train.step import BN_UPDATE_POLICIES
@@ -27,7 +33,21 @@ def validate_config(config, devices: int | None = None) -> None:
     check_number(config, "optimizer.weight_decay", low=0.0)
     check_number(config, "optimizer.decay_factor", low=0.0)
     check_number(config, "ramp.steps", low=0, integer=True)
-    check_number(config, "ema_decay", low=0.0, high=1.0)
+    check_number(config, "ema_decay", low=0.0, high=1.0, high_open=True)
+    for field in ("keep_checkpoints", "median_last_evals"):
+        if field in config:
+            check_number(config, field, low=1, integer=True)
+    for field in ("b1", "b2", "momentum"):
+        if field in config.optimizer:
+            check_number(config, f"optimizer.{field}", low=0.0, high=1.0, high_open=True)
+    if "eps" in config.optimizer:
+        check_number(config, "optimizer.eps", low=0.0)
+    # every loss weight of every section (pi_model.weight, vat.entmin_weight, ...)
+    for field in leaf_fields(config):
+        name = field.rsplit(".", 1)[-1]
+        if (name == "weight" or name.endswith("_weight")) and not field.startswith(
+                "method_overrides."):
+            check_number(config, field, low=0.0)
     n_dev = devices if devices is not None else device_count()
     for field in BATCH_SIZES:
         check_divisible(config, field, n_dev)

@@ -1,0 +1,304 @@
+"""Issue 19: a workdir belongs to one config, one process at a time; a damaged checkpoint
+never ends a run; logs match the checkpoint; Ctrl-C saves and says how to resume."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sslj import procedures
+from sslj.config import ConfigError, validate
+from sslj.train import workdir as workdir_lib
+from sslj.train.checkpoint import Checkpointer, CheckpointError
+from sslj.train.metrics import read_jsonl
+from tests.conftest import shared_once, tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _accuracies(results: dict) -> list:
+    return [(e["step"], e["test_accuracy"], e["val_accuracy"]) for e in results["history"]]
+
+
+# ------------------------------------------------------------------ one config per workdir
+
+def test_rerun_with_other_settings_stops_before_compute_and_names_the_fields(tmp_path):
+    c = tiny_config(num_steps=2, eval_every=2, checkpoint_every=2)
+    first = procedures.run(c, str(tmp_path))
+    before = {p: (tmp_path / p).read_bytes() for p in ("config.json", "splits.json",
+                                                        "results.json", "run.json")}
+    other = tiny_config(num_steps=2, eval_every=2, checkpoint_every=2, seed=1,
+                        **{"optimizer.lr": 0.01})
+    with pytest.raises(workdir_lib.WorkdirConflict) as e:
+        procedures.run(other, str(tmp_path))
+    msg = str(e.value)
+    assert "seed: 0 -> 1" in msg and "optimizer.lr: 0.003 -> 0.01" in msg, msg
+    assert "--overwrite" in msg and "\n" not in msg
+    assert {p: (tmp_path / p).read_bytes() for p in before} == before  # nothing rewritten
+
+    # the same settings reload the finished run: nothing trained, wall time unchanged
+    again = procedures.run(c, str(tmp_path))
+    assert again["wall_time_s"] == first["wall_time_s"]
+    assert again == first
+    # logging, progress and checkpoint-interval fields do not change results
+    neutral = tiny_config(num_steps=2, eval_every=2, checkpoint_every=1, log_every=1,
+                          tensorboard=False, keep_checkpoints=3)
+    assert procedures.run(neutral, str(tmp_path)) == first
+
+    # --overwrite replaces the old run
+    replaced = procedures.run(other, str(tmp_path), overwrite=True)
+    assert json.loads((tmp_path / "run.json").read_text())["fingerprint"]["seed"] == 1
+    assert replaced["wall_time_s"] != first["wall_time_s"]
+
+
+def test_interrupted_run_relaunched_with_another_lr_or_batch_is_refused(tmp_path):
+    c = tiny_config(num_steps=4, checkpoint_every=2)
+    assert procedures.run(c, str(tmp_path), stop_at=2) == {"stopped_at": 2}
+    for field, value in (("optimizer.lr", 0.01), ("batch_size", 8)):
+        with pytest.raises(workdir_lib.WorkdirConflict, match=field.replace(".", r"\.")):
+            procedures.run(tiny_config(num_steps=4, checkpoint_every=2, **{field: value}),
+                           str(tmp_path))
+    assert Checkpointer(str(tmp_path / "checkpoints")).latest_step() == 2
+
+
+def test_fingerprint_ignores_only_the_neutral_fields():
+    a = workdir_lib.fingerprint(tiny_config())
+    assert "seed" in a and "optimizer.lr" in a and "eval_every" in a
+    assert not set(a) & workdir_lib.NEUTRAL_FIELDS
+    b = workdir_lib.fingerprint(tiny_config(log_every=1, progress_bar=True,
+                                            checkpoint_every=1))
+    assert a == b
+    assert workdir_lib.differences(a, workdir_lib.fingerprint(tiny_config(num_steps=7))) == [
+        "num_steps: 6 -> 7"]
+
+
+def test_workdir_that_is_a_file_is_refused(tmp_path):
+    path = tmp_path / "file"
+    path.write_text("x")
+    with pytest.raises(workdir_lib.WorkdirConflict, match="is a file"):
+        procedures.run(tiny_config(), str(path))
+
+
+# ------------------------------------------------------------------ one run per workdir
+
+def test_second_run_in_a_locked_workdir_is_refused_with_the_holders_pid(tmp_path):
+    held = workdir_lib.lock(str(tmp_path))
+    try:
+        with pytest.raises(workdir_lib.WorkdirConflict, match=f"pid {os.getpid()}"):
+            procedures.run(tiny_config(), str(tmp_path))
+    finally:
+        held.close()
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_lock_of_a_killed_process_is_not_stale(tmp_path):
+    code = ("import sys, time; sys.path.insert(0, sys.argv[1]);"
+            "from sslj.train import workdir; h = workdir.lock(sys.argv[2]);"
+            "print('locked', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code, ROOT, str(tmp_path)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        with pytest.raises(workdir_lib.WorkdirConflict, match=f"pid {proc.pid}"):
+            workdir_lib.lock(str(tmp_path))
+    finally:
+        proc.kill()
+        proc.wait()
+    workdir_lib.lock(str(tmp_path)).close()  # the kernel dropped the dead process's lock
+
+
+# ------------------------------------------------------------------ damaged checkpoints
+
+def _corrupt(step_dir, how: str) -> None:
+    if how == "truncated_data_file":
+        files = [os.path.join(d, f) for d, _, fs in os.walk(step_dir / "state") for f in fs
+                 if os.sep + "d" + os.sep in os.path.join(d, f)]
+        biggest = max(files, key=os.path.getsize)
+        with open(biggest, "r+b") as f:
+            f.truncate(os.path.getsize(biggest) // 2)
+    elif how == "no_meta_metadata":
+        os.remove(step_dir / "meta" / "metadata")
+    elif how == "no_state_manifest":
+        os.remove(step_dir / "state" / "manifest.ocdbt")
+    elif how == "emptied":
+        for child in step_dir.iterdir():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    return shared_once(tmp_path_factory, "reliability_uninterrupted", lambda w: procedures.run(
+        tiny_config(num_steps=6, checkpoint_every=2), w))
+
+
+@pytest.mark.parametrize("how", ["truncated_data_file", "no_meta_metadata",
+                                 "no_state_manifest", "emptied"])
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, how, capfd,
+                                                                  uninterrupted):
+    c = tiny_config(num_steps=6, checkpoint_every=2)
+    procedures.run(c, str(tmp_path), stop_at=4)
+    _corrupt(tmp_path / "checkpoints" / "4", how)
+    results = procedures.run(c, str(tmp_path))
+    err = capfd.readouterr().err
+    assert "checkpoint at step 4 does not load" in err and "Traceback" not in err
+    assert "resuming" in err and "from step 2" in err
+    moved = os.listdir(tmp_path / "checkpoints.bad")
+    assert len(moved) == 1 and moved[0].startswith("4-")  # kept for inspection
+    # resume from step 2 is exact: the same numbers as the run never interrupted
+    assert _accuracies(results) == _accuracies(uninterrupted)
+    steps = [r["step"] for r in read_jsonl(str(tmp_path / "metrics.jsonl"))
+             if "losses/total" in r]
+    assert len(steps) == len(set(steps))
+
+
+def test_no_loadable_checkpoint_stops_with_a_message(tmp_path):
+    c = tiny_config(num_steps=6, checkpoint_every=2)
+    procedures.run(c, str(tmp_path), stop_at=4)
+    for step in ("2", "4"):
+        _corrupt(tmp_path / "checkpoints" / step, "no_state_manifest")
+    with pytest.raises(CheckpointError, match="no checkpoint in .* loads"):
+        procedures.run(c, str(tmp_path))
+    assert sorted(s.split("-")[0] for s in os.listdir(tmp_path / "checkpoints.bad")) == [
+        "2", "4"]
+
+
+@pytest.mark.parametrize("value", [0, -1])
+def test_keep_checkpoints_below_one_is_refused(value):
+    with pytest.raises(ConfigError, match="keep_checkpoints"):
+        validate(tiny_config(keep_checkpoints=value), device_count=8)
+
+
+# ------------------------------------------------------------------ logs match the checkpoint
+
+def test_fresh_start_drops_the_lines_of_a_run_that_died_before_its_first_checkpoint(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text(
+        '{"step": 2, "losses/total": 9.0}\n{"step": 4, "losses/total": 9.0}\n{"step": 6, "lo')
+    procedures.run(tiny_config(), str(tmp_path))
+    rows = read_jsonl(str(tmp_path / "metrics.jsonl"))
+    totals = [(r["step"], r["losses/total"]) for r in rows if "losses/total" in r]
+    assert len({s for s, _ in totals}) == len(totals)
+    assert all(v != 9.0 for _, v in totals)
+
+
+def _event_steps(directory) -> list[int]:
+    """Steps of the scalar events on disk (TFRecord framing: length, crc, data, crc)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    steps = []
+    for name in sorted(os.listdir(directory)):
+        data = (directory / name).read_bytes()
+        at = 0
+        while at + 12 <= len(data):
+            (n,) = struct.unpack("<Q", data[at:at + 8])
+            event = event_pb2.Event.FromString(data[at + 12:at + 12 + n])
+            at += 12 + n + 4
+            if event.HasField("summary"):
+                steps.append(event.step)
+    return steps
+
+
+def test_tensorboard_events_reach_the_disk_at_flush_without_close(tmp_path):
+    """The loop flushes at every checkpoint; a SIGKILL then loses nothing saved."""
+    from sslj.train.metrics import MetricWriter
+
+    writer = MetricWriter(str(tmp_path), tensorboard=True)
+    writer.write(2, {"losses/total": 1.0})
+    writer.write(4, {"losses/total": 0.5})
+    before = _event_steps(tmp_path / "tensorboard")
+    writer.flush()
+    after = _event_steps(tmp_path / "tensorboard")
+    assert before == [] and after == [2, 4]  # buffered until the flush
+    writer.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_finishes_the_step_saves_and_says_how_to_resume(tmp_path, sig, code):
+    work = tmp_path / "run"
+    args = [sys.executable, os.path.join(ROOT, "experiments", "run.py"), "--workdir",
+            str(work), "--config.model=cnn_tiny", "--config.compare=supervised",
+            "--config.num_steps=400", "--config.log_every=1", "--config.eval_every=400",
+            "--config.checkpoint_every=400", "--config.progress_bar=False",
+            "--config.eval_batch_size=200"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=ROOT)
+    metrics = work / "metrics.jsonl"
+    deadline = time.time() + 240
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    line = [x for x in err.splitlines() if x.startswith("interrupted:")]
+    assert len(line) == 1 and "rerun the same command to resume" in line[0], err
+    saved = Checkpointer(str(work / "checkpoints")).latest_step()
+    assert saved is not None and 3 <= saved < 400
+    assert f"at step {saved}:" in line[0]
+
+
+# ------------------------------------------------------------------ what the user says wins
+
+def test_explicit_setting_wins_over_method_overrides_and_modifier_defaults():
+    from sslj.config import for_method
+
+    c = tiny_config()
+    c.method_overrides.pi_model = type(c)({"optimizer": {"lr": 3e-4}})
+    assert for_method(c, "pi_model").optimizer.lr == 3e-4
+    c.optimizer.lr = 0.05
+    assert for_method(c, "pi_model", explicit={"optimizer.lr"}).optimizer.lr == 0.05
+    c.target.eps = 0.0
+    assert for_method(c, "supervised+ls").target.eps == 0.5  # the paper's default
+    assert for_method(c, "supervised+ls", explicit={"target.eps"}).target.eps == 0.0
+
+
+@pytest.mark.parametrize("sets,message", [
+    (["split.mismatch_ratio=0.5"], "sets this field in its columns or rows"),
+    (["num_steps=1.5"], "num_steps=1.5: expected an integer"),
+    (["tensorboard=no"], "expected true or false"),
+    (["num_steps"], "expected FIELD=VALUE"),
+    (["num_steps=1=2"], "expected FIELD=VALUE"),
+    (["split.seen_classes=3"], "expected a list"),
+])
+def test_reproduce_refuses_a_bad_set_before_any_run(tmp_path, sets, message):
+    from experiments.reproduce import run_table
+
+    with pytest.raises(SystemExit, match=message):
+        run_table("spl_safe_ssl", "embedded", 1, str(tmp_path), sets)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("seeds,offset", [(0, 0), (-1, 0), (1, -1)])
+def test_reproduce_refuses_bad_seed_counts(tmp_path, seeds, offset):
+    from experiments.reproduce import run_table
+
+    with pytest.raises(SystemExit, match="--seeds must be >= 1"):
+        run_table("spl_safe_ssl", "embedded", seeds, str(tmp_path), seed_offset=offset)
+
+
+def test_reproduce_set_of_a_list_field_is_checked_up_front(tmp_path):
+    from experiments.reproduce import _set
+    from tests.conftest import tiny_config as tc
+
+    c = tc()
+    _set(c, "split.seen_classes", [0, 1, 2], strict=True)
+    assert c.split.seen_classes == (0, 1, 2)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("pi_model.weight", -5.0), ("optimizer.b1", 7.0), ("optimizer.eps", -1.0),
+    ("optimizer.momentum", -1.0), ("ema_decay", 1.0), ("median_last_evals", 0),
+    ("vat.entmin_weight", -0.1),
+])
+def test_out_of_range_train_fields_are_refused(field, value):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        validate(tiny_config(**{field: value}), device_count=8)
