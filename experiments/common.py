@@ -136,6 +136,10 @@ def report_stop(e: BaseException):
     if isinstance(e, RunInterrupted):
         print(f"interrupted: {e}", file=sys.stderr, flush=True)
         return SystemExit(e.exit_code)
+    if isinstance(e, KeyboardInterrupt):  # a phase without a step-wise stop (a 2nd Ctrl-C)
+        print("interrupted: stopped at once; the last checkpoint of each run is kept; rerun "
+              "the same command to resume", file=sys.stderr, flush=True)
+        return SystemExit(130)
     return SystemExit(f"error: {e}")
 
 
@@ -170,7 +174,7 @@ def run_config(config, workdir: str, *, overwrite: bool = False,
                                    overwrite=overwrite)))
             shared.record(cfg, outs[i])
         results = [r for _, r in sorted(results, key=lambda x: x[0])]
-    except (*user_errors(), RunInterrupted) as e:
+    except (*user_errors(), RunInterrupted, KeyboardInterrupt) as e:
         raise report_stop(e) from None
     table = results_table(results)
     print("\n" + table)

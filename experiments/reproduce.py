@@ -1,13 +1,16 @@
 """Run every row of a paper table over seeds; write a Markdown table and a plot.
 
     python experiments/reproduce.py --table oliver_mismatch --scale embedded --seeds 3
-    python experiments/reproduce.py --table oliver_mismatch --scale full --seeds 5 \
+    python experiments/reproduce.py --table oliver_mismatch --scale full --seeds 5 \\
         --set data.data_dir=/data/tfds
     python experiments/reproduce.py --table proselflc_table4 --scale embedded --columns sym0.4
 
 `embedded` runs on MNIST-5k on a CPU; `full` uses the paper's data set through TFDS.
-Runs go to <workdir>/<row>/<sweep value>/seed<k>; finished runs (results.json
-present) are reused, interrupted ones resume from their checkpoints. Label-noise tables
+Runs go to <workdir>/<row>/<sweep value>/seed<k>; a finished run of the same settings is
+reused, an interrupted one resumes from its checkpoints, and one of other settings (an
+earlier `--set num_steps=...`, say) stops the table before any run starts, naming the
+fields (`--overwrite` replaces it). `--set` may not change a field the table's columns
+or rows set. Label-noise tables
 also plot every row's learning dynamics at one noise setting (the paper's Fig. 3); SPL
 tables share one pretraining between a base row and its +SPL rows (same column and
 seed), and Fig. 3's table also plots the per-layer safe ratios (Fig. 4).
@@ -365,7 +368,7 @@ def main(argv=None):
     try:
         print(run_table(args.table, args.scale, args.seeds, workdir, args.set, columns, rows,
                         seed_offset=args.seed_offset, overwrite=args.overwrite))
-    except (*common.user_errors(), RunInterrupted) as e:
+    except (*common.user_errors(), RunInterrupted, KeyboardInterrupt) as e:
         raise common.report_stop(e) from None
 
 

@@ -24,6 +24,19 @@ def run_cli(*args, tmp_path):
      "config.split.mismatch_ratio: 1.5 is out of range (allowed: [0.0, 1.0])"),
     (["--config.data.source=tfds:cifar10", "--config.data.data_dir=/nonexistent/tfds"],
      "python -m sslj.data.prepare cifar10 --data_dir /nonexistent/tfds"),
+    # issue 19, section 6: each a one-line message, nothing written
+    (["--config.optimizer.lrr=1e-3"], "unknown config field 'optimizer.lrr' "
+     "(--config.optimizer.lrr); did you mean 'lr'?"),
+    (["--config.foo=1"], "unknown config field 'foo'"),
+    (["--config=nonexistent.py"], "--config 'nonexistent.py': no such file"),
+    (["--config=experiments/configs/default.py:bogus"], "does not load: get_config()"),
+    (["experiments/configs/label_noise.py"], "unexpected argument "
+     "'experiments/configs/label_noise.py' (run.py takes only flags); did you mean --config"),
+    (["--config.num_steps=1.5"], "--config.num_steps=1.5: expected an integer"),
+    (["--config.tensorboard=no"], "--config.tensorboard='no': expected true or false"),
+    (["--config.model_kwargs.bn_mom=0.9"], "config.model_kwargs.bn_mom: not an argument"),
+    (["--config.keep_checkpoints=0"], "config.keep_checkpoints: 0 is out of range"),
+    (["--config.data.source=digits"], "allowed: at most 957 at this mismatch ratio"),
 ])
 def test_cli_reports_bad_input_without_traceback(tmp_path, args, message):
     proc = run_cli(*args, tmp_path=tmp_path)
@@ -31,6 +44,7 @@ def test_cli_reports_bad_input_without_traceback(tmp_path, args, message):
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "run" / "supervised" / "checkpoints").exists()
+    assert not (tmp_path / "run" / "supervised" / "run.json").exists()
 
 
 @pytest.mark.slow

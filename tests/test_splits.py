@@ -115,3 +115,24 @@ def test_seen_of_random_validation_is_the_seen_part_of_random_images():
     np.testing.assert_array_equal(s.validation, again.validation)
     with pytest.raises(ConfigError, match="split.validation_source"):
         make(validation_source="everything")
+
+
+def test_oliver_size_error_names_the_real_maximum():
+    """The bound in the message is the largest unlabeled_size that works (issue 19: the
+    digits default asked 1,500 and was told "at most 574", the unseen pool's size)."""
+    labels = np.repeat(np.arange(10), 100)
+
+    def attempt(size):
+        return splits.class_mismatch(labels, seen_classes=SEEN, mismatch_ratio=0.6,
+                                     labels_per_class=10, unlabeled_size=size,
+                                     num_validation=100, protocol="oliver", seed=0)
+
+    with pytest.raises(ConfigError, match="unlabeled_size") as e:
+        attempt(1500)
+    best = int(str(e.value).split("at most ")[1].split()[0])
+    # unseen pool 400: round(0.6 u) <= 400 up to u = 667 (0.6 * 667 = 400.2); the seen
+    # pool (600 - 60 labeled - 100 validation = 440) is not the limit
+    assert best == 667
+    assert len(attempt(best).unlabeled) == best
+    with pytest.raises(ConfigError):
+        attempt(best + 1)

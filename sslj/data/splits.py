@@ -86,6 +86,24 @@ def _take(rng: np.random.Generator, pool: np.ndarray, n: int, field: str, what: 
     return np.sort(chosen), np.setdiff1d(pool, chosen)
 
 
+def _check_oliver_size(size: int, ratio: float, n_seen: int, n_unseen: int) -> None:
+    """ConfigError naming the largest `split.unlabeled_size` this data set allows at this
+    mismatch ratio, when `size` needs more images of either kind than are left."""
+    def fits(u):
+        k = int(round(ratio * u))
+        return k <= n_unseen and u - k <= n_seen
+
+    if fits(size):
+        return
+    best = next(u for u in range(size, -1, -1) if fits(u))
+    k = int(round(ratio * size))
+    raise ConfigError("split.unlabeled_size",
+                      f"{size} unlabeled images at mismatch {ratio} need {k} of unseen and "
+                      f"{size - k} of seen classes; {n_unseen} and {n_seen} are left after "
+                      "the labeled, validation and test images",
+                      f"at most {best} at this mismatch ratio")
+
+
 def class_mismatch(
     labels: np.ndarray,
     *,
@@ -139,6 +157,7 @@ def class_mismatch(
         n_unseen = int(round(mismatch_ratio * unlabeled_size))
         unseen_pool = (np.sort(np.concatenate([remaining[c] for c in unseen]))
                        if unseen else np.zeros(0, np.int64))
+        _check_oliver_size(unlabeled_size, mismatch_ratio, len(seen_pool), len(unseen_pool))
         from_unseen, _ = _take(rng, unseen_pool, n_unseen, "split.unlabeled_size",
                                "unlabeled images of unseen classes")
         from_seen, _ = _take(rng, seen_pool, unlabeled_size - n_unseen, "split.unlabeled_size",

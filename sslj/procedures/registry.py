@@ -65,6 +65,9 @@ def run(config, workdir: str, *, pretrained_dir: str | None = None,
         if "stopped_at" not in results:
             claim.finish()
         return results
+    except Exception:
+        claim.abandon()
+        raise
     finally:
         claim.release()
 

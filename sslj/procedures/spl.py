@@ -90,6 +90,7 @@ from sslj.train.evaluate import (
     max_log_softmax,
     precise_batch_stats,
 )
+from sslj.train.interrupt import RunInterrupted, StopRequests
 from sslj.train.loop import check_finite, init_state, summarize, train_streams
 from sslj.train.metrics import MetricWriter
 from sslj.train.optim import make_optimizer
@@ -268,7 +269,9 @@ def run_with_parts(config, workdir: str, *, pretrained_dir: str | None = None,
         return record
 
     stopped = None
+    stop = StopRequests()  # Ctrl-C / SIGTERM: finish the round, save, stop
     try:
+        stop.__enter__()
         if done == 0:
             if recalibrate:
                 state = recalibrate(state)
@@ -318,10 +321,14 @@ def run_with_parts(config, workdir: str, *, pretrained_dir: str | None = None,
             snapshot = copy.deepcopy(meta)
             snapshot["train_time_s"] = prior_time + time.time() - t_start
             ckpt.save(r, state, snapshot)
+            writer.flush()
+            if stop.requested and r < rounds:
+                raise RunInterrupted(stop.signum, start, workdir)
             if stop_at is not None and start >= stop_at and r < rounds:
                 stopped = start
                 break
     finally:
+        stop.__exit__()
         ckpt.close()
         writer.close()
     if stopped is not None:

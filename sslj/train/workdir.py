@@ -141,14 +141,29 @@ def remove_run(path: str) -> None:
 class Claim:
     """A locked workdir (process 0) with its fingerprint recorded."""
 
-    def __init__(self, path: str, lock_file):
+    def __init__(self, path: str, lock_file, created: tuple[str, ...] = ()):
         self.path = path
         self._lock_file = lock_file
+        self._created = created  # what the claim itself made: directory and / or run.json
 
     def finish(self) -> None:
         """Marks the run finished (after its results.json is written)."""
         if jax.process_index() == 0:
             _update(self.path, finished=True)
+
+    def abandon(self) -> None:
+        """Removes what the claim made when the run wrote nothing else (it failed before
+        any compute, e.g. on missing data): a failed start leaves no trace."""
+        if self._lock_file is None:
+            return
+        ours = {FINGERPRINT_FILE, LOCK_FILE}
+        if not self._created or set(os.listdir(self.path)) - ours:
+            return
+        if "run.json" in self._created:
+            os.remove(os.path.join(self.path, FINGERPRINT_FILE))
+        if "dir" in self._created:
+            self.release()
+            shutil.rmtree(self.path, ignore_errors=True)
 
     def release(self) -> None:
         if self._lock_file is not None:
@@ -196,6 +211,7 @@ def claim(config, path: str, *, overwrite: bool = False) -> Claim:
     check(config, path, overwrite=overwrite)
     if jax.process_index() != 0:
         return Claim(path, None)
+    created = () if os.path.isdir(path) else ("dir",)
     handle = lock(path)
     try:
         new = fingerprint(config)
@@ -208,10 +224,11 @@ def claim(config, path: str, *, overwrite: bool = False) -> Claim:
         if not os.path.isfile(os.path.join(path, FINGERPRINT_FILE)):
             with open(os.path.join(path, FINGERPRINT_FILE), "w") as f:
                 json.dump({"fingerprint": new, "finished": False}, f, indent=2)
+            created += ("run.json",)
     except BaseException:
         handle.close()
         raise
-    return Claim(path, handle)
+    return Claim(path, handle, created)
 
 
 __all__ = ["Claim", "FINGERPRINT_FILE", "LOCK_FILE", "NEUTRAL_FIELDS", "WorkdirConflict",
