@@ -8,7 +8,9 @@ import sys
 
 # XLA:CPU sends convolutions to YNNPACK by default, which keeps ~1.3 of 2 cores busy;
 # turning its fusion off made the supervised step 1.3x and FixMatch 2.4x faster here
-# (REFERENCE.md). Only for CPU runs, only if the user set no XLA flag of their own.
+# (docs/REFERENCE.md). Set unless the user set XLA flags of their own or JAX_PLATFORMS
+# names a platform other than the CPU; with JAX_PLATFORMS unset it is set on a GPU host
+# too, where it is inert (the flag is read by XLA:CPU only).
 if "XLA_FLAGS" not in os.environ and os.environ.get("JAX_PLATFORMS", "cpu") == "cpu":
     os.environ["XLA_FLAGS"] = "--xla_cpu_experimental_ynn_fusion_type="
 

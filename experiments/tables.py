@@ -72,8 +72,9 @@ TABLES = {
         overrides=_NO_MISMATCH,
         paper={"supervised": 20.26, "pi_model": 16.37, "mean_teacher": 15.87, "vat": 13.86,
                "vat_entmin": 13.13, "pseudo_label": 17.78},
-        reported="Paper column: Oliver et al. 2018, CIFAR-10 with 4,000 labels (REFERENCE.md); "
-                 "temporal_ensembling and pseudo_label_accumulated are not in that table.",
+        reported="Paper column: Oliver et al. 2018, CIFAR-10 with 4,000 labels "
+                 "(docs/REFERENCE.md); temporal_ensembling and pseudo_label_accumulated are "
+                 "not in that table.",
     ),
     "oliver_table1_svhn": Table(
         title="Oliver et al. 2018 Table 1, SVHN 1,000 labels: test error (%)",

@@ -163,7 +163,7 @@ def test_vat_loss_kl_direction_and_gradient(direction):
     clean = rng.normal(size=(5, 6)).astype(np.float32)
     adv = rng.normal(size=(5, 6)).astype(np.float32)
     p, q = np_softmax(clean.astype(np.float64)), np_softmax(adv.astype(np.float64))
-    if direction == "perturbed_clean":  # REFERENCE.md: KL(p(x + r) || p(x))
+    if direction == "perturbed_clean":  # docs/REFERENCE.md: KL(p(x + r) || p(x))
         expected = np.mean(np.sum(q * np.log(q / p), -1))
     else:  # Miyato / Oliver code: KL(p(x) || p(x + r))
         expected = np.mean(np.sum(p * np.log(p / q), -1))

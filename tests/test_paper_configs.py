@@ -1,7 +1,7 @@
 """Every full-scale experiment config carries the hyperparameters published for it.
 
 `PAPER_VALUES` is the table: (config, run, dotted field, expected value, source), one row
-per published value, with the paper, reference-code file or REFERENCE.md section it comes
+per published value, with the paper, reference-code file or docs/REFERENCE.md section it comes
 from named in the source column. The config is a module of experiments/configs/, with
 `:<arg>` for `get_config(<arg>)` as on the command line (`proselflc_cifar100:final`).
 A row's effective config is what the run trains: `sslj.config.for_method(get_config(),
@@ -75,12 +75,12 @@ OLIVER_TRAINING = [
     (None, "ramp.steps", 200_000, f"{HP} base warmup_steps"),
     (None, "bn_update", "clean",
      f"{RSE} lib/ssl_framework.py: only the clean pass has update_batch_stats=True; "
-     "REFERENCE.md (Oliver testbed)"),
+     "docs/REFERENCE.md (Oliver testbed)"),
     ("pi_model", "pi_model.weight", 20.0, f"{HP} pi_model max_cons_multiplier"),
     ("mean_teacher", "mean_teacher.weight", 8.0, f"{HP} mean_teacher max_cons_multiplier"),
     ("mean_teacher", "mean_teacher.ema_decay", 0.95, f"{HP} base ema_factor"),
     ("vat", "vat.weight", 0.3, f"{HP} vat max_cons_multiplier"),
-    ("vat", "vat.power_iterations", 1, "REFERENCE.md (Oliver testbed): 1 power iteration"),
+    ("vat", "vat.power_iterations", 1, "docs/REFERENCE.md (Oliver testbed): 1 power iteration"),
     ("vat", "vat.divergence", "perturbed_clean",
      f"{RSE} lib/ssl_utils.py diff_costs forward_kl: KL(p(x + r) || p(x))"),
     ("vat", "vat.probe", "hvp",
@@ -117,7 +117,7 @@ SPL_PROTOCOL = [
      f"{SPL_CODE} load_dataset.py seg = int(len(validation) * 0.7): V1 70 % / V2 30 %"),
     (None, "spl.consistency_weight", 10.0, f"{SPL_CODE} myutils/options.py consis_coef=10.0"),
     (None, "spl.mask_classifier", False,
-     f"{SPL_CODE} SPL.py generate_pr_cfg skips 'fc' / 'classifier'; REFERENCE.md (SPL)"),
+     f"{SPL_CODE} SPL.py generate_pr_cfg skips 'fc' / 'classifier'; docs/REFERENCE.md (SPL)"),
     ("vat+spl", "spl.mask", "hard", f"{SPL} Sec. 3: 'We adopt the hard mask strategy'"),
     ("pi_model+spl", "spl.mask", "hard", f"{SPL} Sec. 3: 'We adopt the hard mask strategy'"),
     (None, "spl.rounds", 5,
@@ -136,11 +136,11 @@ SPL_PROTOCOL = [
 _SPL_RUNS = (None, "supervised", "pi_model", "pseudo_label", "vat")
 _SPL_OLIVER_ROWS = ("supervised", "pi_model", "pseudo_label", "vat", "pi_model+spl",
                     "pseudo_label+spl", "vat+spl")
-_OUR_COUNTS = ("sslj's choice, {} docstring (REFERENCE.md and the paper give no count); "
+_OUR_COUNTS = ("sslj's choice, {} docstring (docs/REFERENCE.md and the paper give no count); "
                f"the official {SPL_CODE} myutils/options.py defaults, ")
 
 # The safe-SSL bases of SPL's Table 1 on SPL's split: their official codes' settings
-# (SAFE_SSL_BASELINES.md; spl_cifar10.safe_ssl_overrides), in every SPL config.
+# (docs/SAFE_SSL_BASELINES.md; spl_cifar10.safe_ssl_overrides), in every SPL config.
 UASD_CODE = "yanbeic/ssl-class-mismatch"
 DS3L_CODE = "guolz-ml/DS3L train.py"
 MTC_CODE = "YU1ut/Multi-Task-Curriculum-Framework-for-Open-Set-SSL train_multi.py"
@@ -203,7 +203,7 @@ PAPER_VALUES = [
     *[(m, *row) for m in OLIVER_MODULES for row in OLIVER_TRAINING],
     *[(m, *row) for m in ("oliver_cifar10_4000", "oliver_cifar10_mismatch")
       for row in OLIVER_CIFAR10_DATA],
-    ("oliver_cifar10_4000", None, "split.protocol", "oliver", "REFERENCE.md (Oliver testbed)"),
+    ("oliver_cifar10_4000", None, "split.protocol", "oliver", "docs/REFERENCE.md (Oliver testbed)"),
     ("oliver_cifar10_4000", None, "split.seen_classes", tuple(range(10)),
      f"{OLIVER} Table 1: all ten CIFAR-10 classes labeled"),
     ("oliver_cifar10_4000", None, "split.mismatch_ratio", 0.0,
@@ -213,14 +213,14 @@ PAPER_VALUES = [
     ("oliver_cifar10_4000", None, "split.num_validation", 5000,
      f"{RSE} build_tfrecords.py COUNTS['cifar10']['valid'] = 5000"),
     ("oliver_cifar10_mismatch", None, "split.protocol", "oliver",
-     "REFERENCE.md (Oliver testbed)"),
+     "docs/REFERENCE.md (Oliver testbed)"),
     ("oliver_cifar10_mismatch", None, "split.seen_classes", (2, 3, 4, 5, 6, 7),
      f"{OLIVER} Fig. 2: the six animal classes; {RSE} runs/figure-2-*.yml "
      "--labeled_classes_filter=2,3,4,5,6,7"),
     ("oliver_cifar10_mismatch", None, "split.labels_per_class", 400,
-     f"{OLIVER} Sec. 4.4: 400 labels per class; REFERENCE.md (Oliver testbed)"),
+     f"{OLIVER} Sec. 4.4: 400 labels per class; docs/REFERENCE.md (Oliver testbed)"),
     ("oliver_cifar10_mismatch", None, "split.num_validation", 5000,
-     f"REFERENCE.md (Oliver testbed): validation 5,000; {RSE} build_tfrecords.py "
+     f"docs/REFERENCE.md (Oliver testbed): validation 5,000; {RSE} build_tfrecords.py "
      "COUNTS['cifar10']['valid'] = 5000"),
     ("oliver_cifar10_mismatch", None, "split.mismatch_ratio", 0.5,
      f"{OLIVER} Fig. 2 sweeps {{0, .25, .5, .75, 1}}; {RSE} runs/figure-2-*-ol2.yml "
@@ -235,7 +235,7 @@ PAPER_VALUES = [
      f"{RSE} lib/networks.py jitter tf.pad mode='REFLECT'"),
     ("oliver_svhn_1000", None, "data.noise_std", 0.0, f"{HP} svhn_overrides gaussian_noise=False"),
     ("oliver_svhn_1000", None, "vat.eps", 1.0, f"{HP} svhn_overrides vat_epsilon=1.0"),
-    ("oliver_svhn_1000", None, "split.protocol", "oliver", "REFERENCE.md (Oliver testbed)"),
+    ("oliver_svhn_1000", None, "split.protocol", "oliver", "docs/REFERENCE.md (Oliver testbed)"),
     ("oliver_svhn_1000", None, "split.seen_classes", tuple(range(10)),
      f"{OLIVER} Table 1: all ten digits labeled"),
     ("oliver_svhn_1000", None, "split.mismatch_ratio", 0.0, f"{OLIVER} Table 1: no class mismatch"),
@@ -332,14 +332,14 @@ PAPER_VALUES = [
       if (r, row[1]) != ("vat+spl", "vat.eps")],  # that one cites SPL's code below
     ("spl_cifar10", None, "split.seen_classes", (2, 3, 4, 5, 6, 7),
      f"{SPL_CODE} load_dataset.py labels -= 2 (plane, car -> 8, 9) with n_class=6: bird "
-     "... horse seen; REFERENCE.md (Oliver testbed, class mismatch)"),
+     "... horse seen; docs/REFERENCE.md (Oliver testbed, class mismatch)"),
     ("spl_cifar10", None, "split.labels_per_class", 400,
      f"{SPL_CODE} myutils/options.py n_labels=2400 / n_class=6"),
     ("spl_cifar10", None, "split.num_validation", 5000,
      f"{SPL_CODE} myutils/options.py n_valid=5000"),
     ("spl_cifar10", "vat+spl", "vat.eps", 6.0, f"{SPL_CODE} SPL.py VAT(6, 1e-67, 1): eps 6"),
     ("spl_cifar10", "vat+spl", "vat.xi", 1e-6,
-     f"REFERENCE.md (SPL): {SPL_CODE} SPL.py VAT(6, 1e-67, 1) has xi = 1e-67, zero in "
+     f"docs/REFERENCE.md (SPL): {SPL_CODE} SPL.py VAT(6, 1e-67, 1) has xi = 1e-67, zero in "
      f"float32; {HP} vat_xi=1e-6 instead"),
     ("spl_cifar10", "pseudo_label+spl", "pseudo_label.threshold", 0.95,
      f"{SPL_CODE} SPL.py PL(0.95)"),
@@ -369,12 +369,12 @@ PAPER_VALUES = [
          f"{FM_CODE} / {MM_CODE} dataset names cifar10.<seed>@<labels>-5000"),
         ("batch_size", 64, f"{FM} Sec. 4 / {MM_CODE} mixmatch.py batch 64"),
         ("num_steps", 1 << 20, f"{FM} 2^20 training steps; {MM_CODE} train_kimg 1 << 16 at 64"),
-        ("ema_decay", 0.999, f"REFERENCE.md: EMA 0.999 ({FM_CODE}, {MM_CODE} ema)"),
-        ("median_last_evals", 20, "REFERENCE.md: median of the last 20 checkpoints"),
-        ("data.flip", True, "REFERENCE.md: weak = flip + 4-px reflect-pad crop"),
-        ("data.crop_pad", 4, "REFERENCE.md: weak = flip + 4-px reflect-pad crop"),
-        ("data.pad_mode", "reflect", "REFERENCE.md: weak = flip + 4-px reflect-pad crop"),
-        ("data.noise_std", 0.0, "REFERENCE.md: weak = flip + crop only"),
+        ("ema_decay", 0.999, f"docs/REFERENCE.md: EMA 0.999 ({FM_CODE}, {MM_CODE} ema)"),
+        ("median_last_evals", 20, "docs/REFERENCE.md: median of the last 20 checkpoints"),
+        ("data.flip", True, "docs/REFERENCE.md: weak = flip + 4-px reflect-pad crop"),
+        ("data.crop_pad", 4, "docs/REFERENCE.md: weak = flip + 4-px reflect-pad crop"),
+        ("data.pad_mode", "reflect", "docs/REFERENCE.md: weak = flip + 4-px reflect-pad crop"),
+        ("data.noise_std", 0.0, "docs/REFERENCE.md: weak = flip + crop only"),
     ]],
     ("fixmatch_cifar10", "fixmatch", "unlabeled_batch_size", 448, f"{FM}: mu = 7, B = 64"),
     ("fixmatch_cifar10", "fixmatch", "fixmatch.threshold", 0.95, f"{FM}: tau = 0.95"),

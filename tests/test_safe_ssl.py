@@ -1,5 +1,5 @@
 """The safe-SSL bases of SPL's Table 1: UASD, DS3L, MTC and Curriculum Labeling, each
-against NumPy re-derivations of the official codes' formulas (SAFE_SSL_BASELINES.md), a
+against NumPy re-derivations of the official codes' formulas (docs/SAFE_SSL_BASELINES.md), a
 finite difference (DS3L's meta-gradient) or a closed form."""
 
 import types

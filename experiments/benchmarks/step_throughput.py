@@ -9,7 +9,7 @@ shared, noisy machine. Reported: median seconds per step, images/s (labeled + un
 images entering the step), and time / supervised time for the same model. A ratio near
 the method's forward/backward count means no overhead beyond the extra passes (Pi: two
 passes over the unlabeled half plus the labeled pass: ~3x FLOPs of supervised at equal
-labeled batch, REFERENCE.md).
+labeled batch, docs/REFERENCE.md).
 
 FixMatch's unlabeled batch is mu x the labeled one (`--mu`, the paper's 7), MixMatch's
 equals it (K = 2 views). `fb` is each step's forward/backward count in units of the
@@ -122,7 +122,9 @@ def main(argv=None):
     parser.add_argument("--mu", type=int, default=7, help="FixMatch's unlabeled ratio")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10, help="steps timed per round")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    parser.add_argument("--out", default=None, help="folder for the .md / .json report "
+                        "(default: a fresh runs/benchmarks/<time> folder; the tracked "
+                        "results/ only when named)")
     args = parser.parse_args(argv)
     import jax
     import numpy as np
@@ -133,6 +135,7 @@ def main(argv=None):
     cases = {}
     for model in args.models.split(","):
         for method in methods:
+            print(f"compiling {model} {method} ...", file=sys.stderr, flush=True)
             step, state, batch, images = build_step(model, method, args.batch, args.mu)
             state, _ = step(state, batch)  # compile
             jax.block_until_ready(state)
@@ -142,6 +145,7 @@ def main(argv=None):
             jax.block_until_ready(fn(x, jax.random.PRNGKey(0)))  # compile
             cases[(model, "strong_augment")] = [fn, None, x, args.mu * args.batch, []]
     for r in range(args.rounds):
+        print(f"round {r + 1}/{args.rounds}", file=sys.stderr, flush=True)
         for (_, method), case in cases.items():
             step, state, batch, _, times = case
             t0 = time.perf_counter()
@@ -183,9 +187,14 @@ def main(argv=None):
     write_report(args.out, "step_throughput", rows, "\n".join(lines))
 
 
-def write_report(out: str, name: str, rows: list[dict], text: str) -> None:
-    """Prints `text` and writes <out>/<name>.md and the rows as <out>/<name>.json."""
+def write_report(out: str | None, name: str, rows: list[dict], text: str) -> None:
+    """Prints `text` and writes <out>/<name>.md and the rows as <out>/<name>.json; `out`
+    None: a fresh `runs/benchmarks/<date-time>` folder, so a run never overwrites the
+    tracked results unless told to."""
     print(text)
+    if out is None:
+        out = os.path.join("runs", "benchmarks", time.strftime("%Y%m%d-%H%M%S"))
+    print(f"report written to {out}/{name}.md", file=sys.stderr, flush=True)
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, f"{name}.json"), "w") as f:
         json.dump(rows, f, indent=2)

@@ -86,7 +86,9 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=5, help="calls timed per round")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    parser.add_argument("--out", default=None, help="folder for the .md / .json report "
+                        "(default: a fresh runs/benchmarks/<time> folder; the tracked "
+                        "results/ only when named)")
     args = parser.parse_args(argv)
     import jax
     import numpy as np

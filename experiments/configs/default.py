@@ -239,7 +239,7 @@ def get_config():
     c.icn.fgsm_eps = 0.125  # on the [0, 1] pixel scale (Sec. 4.1); 0 skips FGSM
 
     # The safe-SSL bases of SPL's Table 1 (sslj/methods/uasd.py, ds3l.py, mtc.py and
-    # sslj/procedures/curriculum.py; the official codes' defaults, SAFE_SSL_BASELINES.md)
+    # sslj/procedures/curriculum.py; the official codes' defaults, docs/SAFE_SSL_BASELINES.md)
     c.uasd = ml_collections.ConfigDict()
     c.uasd.weight = 1.0
     c.uasd.threshold_init = 0.9  # tau until the first validation refresh

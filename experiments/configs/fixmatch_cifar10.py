@@ -17,7 +17,7 @@ weak augmentation = horizontal flip + translation by up to 4 px (reflect padding
 Gaussian noise; 2^20 steps of 64 labeled images; EMA 0.999 of the weights, evaluated;
 the reported number is the median test accuracy of the last 20 evaluations of the EMA
 model (`median_ema_test_accuracy`; every 1,024 steps = 64 kimg, as the code reports).
-  * FixMatch (REFERENCE.md): mu = 7 (448 unlabeled images per step), tau 0.95,
+  * FixMatch (docs/REFERENCE.md): mu = 7 (448 unlabeled images per step), tau 0.95,
     lambda_u 1, RandAugment (2 ops, random magnitude) + Cutout 16 px as the strong view,
     SGD Nesterov momentum 0.9, lr 0.03 cos(7 pi k / 16 K), weight decay 5e-4 on kernels
     (added to the gradient);
@@ -40,7 +40,7 @@ PAPER_ERROR = {"fixmatch": {40: 13.81, 250: 5.07, 4000: 4.26},
                "mixmatch": {250: 11.08, 4000: 6.24}}
 STEPS = 1 << 20
 
-# FixMatch's training setup (REFERENCE.md); the supervised row trains with it too
+# FixMatch's training setup (docs/REFERENCE.md); the supervised row trains with it too
 FIXMATCH_SETUP = {
     "unlabeled_batch_size": 7 * 64,
     "optimizer.name": "nesterov", "optimizer.lr": 0.03, "optimizer.momentum": 0.9,

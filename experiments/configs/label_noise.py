@@ -12,7 +12,7 @@ asym0.2 ... sym0.6, clean (default sym0.4); `final` trains on all 4,000 pool ima
 (400 per digit) with no validation set and reports the final model. With no target,
 `compare` runs plain cross-entropy (`supervised`) and `supervised+proselflc`.
 
-Protocol, scaled down from the paper's (Sec. 5, REFERENCE.md):
+Protocol, scaled down from the paper's (Sec. 5, docs/REFERENCE.md):
   * all ten digits; the 4,000-image MNIST-5k training pool is split 80 / 20 into 3,200
     training images (320 per digit), whose labels get the noise, and 800 clean, trusted
     validation images (the paper's 80 % / 20 %); the 1,000 held-out images are the clean

@@ -14,7 +14,7 @@ only the clean pass writing the statistics. Test error at the best validation
 checkpoint. (Oliver normalises CIFAR-10 with global contrast normalisation + ZCA;
 this pipeline scales pixels to [-1, 1], which changes the meaning of VAT's eps.)
 
-Expected test error (%, REFERENCE.md, mean of 5 seeds in the paper):
+Expected test error (%, docs/REFERENCE.md, mean of 5 seeds in the paper):
     supervised   20.26
     pi_model     16.37
     mean_teacher 15.87

@@ -15,7 +15,7 @@ no horizontal flips (digits), translation by 2 px, no Gaussian input noise and V
 everything else as the CIFAR-10 row (oliver_cifar10_4000.py).
 
 Expected test error (%, Oliver et al. 2018 Table 1; these SVHN values are not in
-REFERENCE.md, which lists CIFAR-10 only):
+docs/REFERENCE.md, which lists CIFAR-10 only):
     supervised   12.83
     pi_model      7.19
     mean_teacher  5.65

@@ -12,7 +12,7 @@ noise, ResNet-44, TFDS data.
 boot_soft, boot_hard, proselflc; noise in NOISE (asym0.2 ... sym0.6, clean). With no
 target, `compare` runs every modifier of Table 4.
 
-Protocol (paper Sec. 5.1-5.2, REFERENCE.md): all 100 classes; 80 % of the training set
+Protocol (paper Sec. 5.1-5.2, docs/REFERENCE.md): all 100 classes; 80 % of the training set
 (400 images per class) is trained on with noisy labels, the other 20 % (10,000) is the
 trusted validation set for choosing hyperparameters; `final` then retrains on all 50,000
 noisy images (500 per class) with no validation set, as the paper does before reporting

@@ -6,7 +6,7 @@
         --config.data.data_dir=/data/tfds --workdir runs/spl_c10_vat_spl  # one row
     python experiments/reproduce.py --table spl_table1_cifar10 --scale full --seeds 5
 
-Protocol (REFERENCE.md, the DS3L split that SPL's code uses): WRN-28-2; seen = the six
+Protocol (docs/REFERENCE.md, the DS3L split that SPL's code uses): WRN-28-2; seen = the six
 animal classes; 400 labels per seen class; 20,000 unlabeled images,
 int(20000 (1 - delta)) / 6 per seen class, the rest spread over the four unseen classes;
 validation: the seen part (~3,000) of 5,000 random training images, split 70 % V1
@@ -76,7 +76,7 @@ PAPER_TABLE1 = {  # (delta = 0.3, delta = 0.6); rows the paper does not have are
 
 def safe_ssl_overrides(c):
     """The four safe-SSL bases at full scale, each with its official code's settings
-    (SAFE_SSL_BASELINES.md) on SPL's split and WRN-28-2:
+    (docs/SAFE_SSL_BASELINES.md) on SPL's split and WRN-28-2:
       * UASD: Adam 1e-3, 500k steps of 50 + 50 images, x0.2 at 400k (train_model_uasd.py
         and hparams.py); distillation from 100k, ramped to 200k (the defaults' fractions
         0.2 / 0.4); tau from the validation set every |V| / 10 = 300 steps;

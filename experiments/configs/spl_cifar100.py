@@ -7,7 +7,7 @@ Fig. 3 (and Fig. 4's per-layer ratios).
 
 Protocol: as spl_cifar10.py (DS3L split, WRN-28-2, V1 / V2 = 70 / 30 %), with the first
 50 classes seen and the other 50 unseen. CIFAR-100 has 500 training images per class,
-too few for 400 labels plus validation plus unlabeled images, and REFERENCE.md gives no
+too few for 400 labels plus validation plus unlabeled images, and docs/REFERENCE.md gives no
 count for it: 100 labels per seen class (5,000), 2,500 validation images and 20,000
 unlabeled images are our choice (tau = 0.25; p = 0.775 at delta = 0.3). Hence delta >= 0.2:
 below it the split runs out of seen-class images (issue 19's trials: delta = 0.1 and 0.15

@@ -12,7 +12,7 @@ spl_cifar10.py (DS3L split, WRN-28-2, V1 / V2 = 70 / 30 %) with the first 100 cl
 of wnids.txt seen. The paper does not say which order "first 100" refers to: with
 `--config.data.source=tfds:tiny_imagenet_sorted` (prepared the same way under that
 name) the first 100 sorted WordNet ids are seen instead, torchvision ImageFolder's
-order. As for CIFAR-100, REFERENCE.md gives no counts: 100 labels per seen
+order. As for CIFAR-100, docs/REFERENCE.md gives no counts: 100 labels per seen
 class, 2,500 validation images, 20,000 unlabeled images are our choice (tau = 0.5).
 
 Expected seen-class test accuracy (%, Table 1) at delta = 0.3 / 0.6: supervised

@@ -1,4 +1,4 @@
-"""The SSL report's three tasks (`../shared/papers/ssl_report_pl_vat_fixmatch_attention.txt`):
+"""The SSL report's three tasks (the report on pseudo-labelling, VAT and attention-KL FixMatch):
 accumulated pseudo-labelling (Task 1, Table 1), VAT (Task 2, Table 2) and the
 attention-KL FixMatch (Task 3, Table 3) on CIFAR-10 (250 / 4,000 labels) and CIFAR-100
 (2,500 / 10,000 labels), WRN-28-2, TFDS data.

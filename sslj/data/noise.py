@@ -1,6 +1,6 @@
 """Synthetic label noise, deterministic by seed, with the clean labels kept alongside.
 
-Two protocols (ProSelfLC paper Sec. 5.2, after Wang et al. 2019; REFERENCE.md):
+Two protocols (ProSelfLC paper Sec. 5.2, after Wang et al. 2019; docs/REFERENCE.md):
   * ``symmetric`` with rate r: in every class c exactly round(r * n_c) examples, chosen at
     random, get a label drawn uniformly from the *other* classes, so no flip lands on
     the true class and the count is exact (per class, hence overall);

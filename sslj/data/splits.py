@@ -3,7 +3,7 @@
 Every function here is pure NumPy: the same labels and seed give the same indices on
 every machine, so splits can be saved, audited and recomputed on resume.
 
-Two class-mismatch protocols (REFERENCE.md):
+Two class-mismatch protocols (docs/REFERENCE.md):
   * ``oliver`` (Oliver et al. 2018): `labels_per_class` labels of every seen class; the
     unlabeled set has exactly `round(delta * U)` images drawn at random from the unseen
     classes and the rest drawn at random from the seen classes (not class-balanced).

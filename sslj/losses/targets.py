@@ -20,7 +20,7 @@ Whether p inside q~ carries gradient matters (it is what makes CP a *penalty*):
     paper's Proposition 3 ("LC rewards entropy minimisation", which only holds when p
     carries gradient in H(p, p)). True treats the target as a constant, as the paper's
     Sec. 4 text does; then only the (1 - eps) q + eps stop_gradient(p) pull remains.
-  * eps of ProSelfLC never carries gradient (REFERENCE.md), whatever `detach` is.
+  * eps of ProSelfLC never carries gradient (docs/REFERENCE.md), whatever `detach` is.
   * `boot_hard`'s argmax has no gradient by construction.
 """
 

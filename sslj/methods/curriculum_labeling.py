@@ -1,7 +1,7 @@
 """The train step of Curriculum Labeling (Cascante-Bonilla et al., AAAI 2021): supervised
 training on the round's set (the labeled images and the pseudo-labeled ones the
 procedure selected), as the official code's `train_pseudo` (`uvavision/
-Curriculum-Labeling`; facts in SAFE_SSL_BASELINES.md, section 4). The rounds, the
+Curriculum-Labeling`; facts in docs/SAFE_SSL_BASELINES.md, section 4). The rounds, the
 selection and the re-initialisation are the procedure's (`sslj.procedures.curriculum`).
 
 Loss, following the code (`curriculum_labeling.*` switches):

@@ -1,5 +1,5 @@
 """DS3L, safe deep semi-supervised learning (Guo et al., ICML 2020), following the
-official code (`guolz-ml/DS3L`, `train.py`; facts in SAFE_SSL_BASELINES.md, section 2).
+official code (`guolz-ml/DS3L`, `train.py`; facts in docs/SAFE_SSL_BASELINES.md, section 2).
 
 A weighting network WNet (an MLP C -> `ds3l.hidden` (100) -> 1, ReLU, sigmoid) gives
 every unlabeled example a weight w_j from its softmax prediction; the unlabeled loss is

@@ -1,6 +1,6 @@
 """MTC, the multi-task curriculum framework for open-set SSL (Yu et al., ECCV 2020),
 following the official code (`YU1ut/Multi-Task-Curriculum-Framework-for-Open-Set-SSL`,
-`train_multi.py`; facts in SAFE_SSL_BASELINES.md, section 3).
+`train_multi.py`; facts in docs/SAFE_SSL_BASELINES.md, section 3).
 
 The network has one more output, the in-distribution ("ID-ness") logit
 (`sslj.models.DomainHead`: the class head and a one-logit head on the same features).

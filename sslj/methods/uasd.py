@@ -1,6 +1,6 @@
 """UASD, uncertainty-aware self-distillation (Chen et al., AAAI 2020), following the
 official code (`yanbeic/ssl-class-mismatch`, `train_model_uasd.py`; facts in
-SAFE_SSL_BASELINES.md, section 1).
+docs/SAFE_SSL_BASELINES.md, section 1).
 
 State (`TrainState.extra`): for every unlabeled example the running *sum* of its softmax
 predictions (`uasd_sum`, N x C) and the number of predictions summed (`uasd_count`); the

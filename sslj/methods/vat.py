@@ -10,7 +10,7 @@ For each unlabeled image x (after the clean pass's augmentation):
   loss = mean over the batch of D between p(x + r_adv) and p(x), p(x) held constant.
 
 D is the KL divergence. `vat.divergence` picks its direction:
-  * "perturbed_clean" (default, REFERENCE.md): KL(p(x + r) || p(x)), the loss of Oliver
+  * "perturbed_clean" (default, docs/REFERENCE.md): KL(p(x + r) || p(x)), the loss of Oliver
     et al.'s code (`consistency_func = "forward_kl"`: KL(student || teacher) with the
     student p(x + r_adv) and the teacher p(x), lib/ssl_utils.py);
   * "clean_perturbed": KL(p(x) || p(x + r)), the loss of Miyato et al.'s own code
@@ -45,7 +45,7 @@ the input); the VAT step went from 6.0x to 3.6x the supervised step.
 Other numerics:
   * The probe (its reference pass and the power iteration) runs in float32 (or wider)
     whatever `compute_dtype` is (in bfloat16 even x + eps-sized steps of xi vanish,
-    REFERENCE.md). The final adversarial pass runs at the compute dtype.
+    docs/REFERENCE.md). The final adversarial pass runs at the compute dtype.
   * The power iteration's reference p(x) is its own float32 pass over the unlabeled
     images alone with the step's incoming weights, so D = 0 exactly at r = 0 and H is
     the Hessian of that function. (Oliver's code reuses the clean pass over

@@ -1,6 +1,6 @@
 """The Curriculum Labeling procedure (Cascante-Bonilla et al., AAAI 2021), following the
 official code's `train_cl` (`uvavision/Curriculum-Labeling`, `wrapper.py`; facts in
-SAFE_SSL_BASELINES.md, section 4).
+docs/SAFE_SSL_BASELINES.md, section 4).
 
     run(config, workdir) -> results          # config.method = "curriculum_labeling"
 
