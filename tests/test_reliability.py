@@ -302,3 +302,45 @@ def test_reproduce_set_of_a_list_field_is_checked_up_front(tmp_path):
 def test_out_of_range_train_fields_are_refused(field, value):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         validate(tiny_config(**{field: value}), device_count=8)
+
+
+def test_checkpoint_save_never_holds_the_callers_buffers(tmp_path, monkeypatch):
+    """The train step after a save donates the state; whatever orbax's transfer options,
+    what it was handed must be arrays of its own, equal to the state."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    state = {"w": jnp.arange(6.0).reshape(2, 3), "step": jnp.asarray(3)}
+    ckpt = Checkpointer(str(tmp_path / "checkpoints"))
+    handed = {}
+    real = ckpt.manager.save
+
+    def spy(step, args=None, **kw):
+        handed["state"] = args["state"].item
+        return real(step, args=args, **kw)
+
+    monkeypatch.setattr(ckpt.manager, "save", spy)
+    ckpt.save(3, state, {"k": 1})
+    saved = handed["state"]
+    for mine, theirs in zip(jax.tree.leaves(state), jax.tree.leaves(saved), strict=True):
+        assert mine is not theirs
+        np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs))
+    for x in jax.tree.leaves(state):  # as a donating step would
+        x.delete()
+    ckpt.wait()
+    restored, meta = ckpt.restore({"w": jnp.zeros((2, 3)), "step": jnp.asarray(0)})
+    np.testing.assert_array_equal(np.asarray(restored["w"]), np.arange(6.0).reshape(2, 3))
+    assert meta == {"k": 1}
+    ckpt.close()
+
+
+def test_prepare_fails_fast_offline_with_the_instruction(monkeypatch):
+    from sslj.data import prepare
+
+    t0 = time.time()
+    assert prepare.online(timeout=2.0, probe=("127.0.0.1", 9)) is False  # nothing listens
+    assert time.time() - t0 < 3.0
+    monkeypatch.setattr(prepare, "online", lambda *a, **k: False)
+    with pytest.raises(SystemExit, match="python -m sslj.data.prepare cifar10 --data_dir"):
+        prepare.main(["cifar10", "--data_dir", "/nonexistent"])

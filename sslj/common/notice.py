@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 
 
@@ -14,4 +16,25 @@ def say(message: str) -> None:
         print(f"sslj: {message}", file=sys.stderr, flush=True)
 
 
-__all__ = ["say"]
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Sends what native code writes to file descriptor 2 to /dev/null for the block
+    (TensorFlow's import prints oneDNN / CPU-feature banners from C++ that no
+    environment variable of TF 2.21 turns off). Python exceptions still propagate and
+    print after the block; `SSLJ_NATIVE_LOGS=1` keeps the output."""
+    if os.environ.get("SSLJ_NATIVE_LOGS") == "1":
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+__all__ = ["native_stderr_silenced", "say"]

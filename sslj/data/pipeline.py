@@ -19,7 +19,10 @@ from sslj.common import sharding
 
 
 def _tf():
-    import tensorflow as tf
+    from sslj.common.notice import native_stderr_silenced
+
+    with native_stderr_silenced():  # TF's C++ import banners
+        import tensorflow as tf
 
     # TensorFlow must never take the accelerator from JAX.
     tf.config.set_visible_devices([], "GPU")

@@ -132,7 +132,10 @@ def prepare_instructions(name: str, data_dir: str | None) -> str:
 
 
 def _tfds(name: str, data_dir: str | None) -> Dataset:
-    import tensorflow_datasets as tfds
+    from sslj.common.notice import native_stderr_silenced
+
+    with native_stderr_silenced():  # TF's C++ import banners
+        import tensorflow_datasets as tfds
 
     classes, train_split, test_split = TFDS_DATASETS[name]
     if name.startswith("tiny_imagenet"):

@@ -41,8 +41,15 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def save(self, step: int, state, meta: dict) -> None:
+        """Saves a device copy of `state`: the loops donate the state's buffers to the
+        next train step right after this call, and orbax reads the arrays it was given
+        asynchronously when transfer priorities or `device_host_max_bytes` are set, so it
+        must never hold the caller's buffers (the copy is enqueued before that step)."""
+        import jax.numpy as jnp
+
+        own = jax.tree.map(lambda x: jnp.copy(x) if isinstance(x, jax.Array) else x, state)
         self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+            state=ocp.args.StandardSave(own), meta=ocp.args.JsonSave(meta)), force=True)
 
     def restore(self, state_like, step: int | None = None):
         """Restores (state, meta) with `state_like`'s shardings: at `step`, or (default)

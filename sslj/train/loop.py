@@ -222,7 +222,7 @@ def train_and_evaluate(exp: Experiment, workdir: str, *, stop_at: int | None = N
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=num_steps, initial=start, desc=f"{cfg.method}", unit="step",
+    bar = tqdm(total=num_steps, initial=start, desc=exp.name, unit="step",
                disable=not bool(cfg.get("progress_bar", True)) or jax.process_index() != 0,
                mininterval=2.0, dynamic_ncols=True)
     pending: list[tuple[int, dict]] = []
