@@ -146,13 +146,14 @@ def report_stop(e: BaseException):
 
 
 def run_config(config, workdir: str, *, overwrite: bool = False,
-               explicit=()) -> list[dict]:
+               explicit=(), dry_run: bool = False) -> list[dict]:
     """Trains `config` (each method of `config.compare`) and prints the results table.
 
     Every run's config and workdir are checked before the first run starts; a workdir
     holding a run of other settings stops everything unless `overwrite`. `explicit`:
     the fields the user set, which no method's overrides replace; the values a method's
-    overrides did set are printed, one line per run."""
+    overrides did set are printed, one line per run. `dry_run`: only the checks, then
+    one line per run that would start (nothing is written, no data is loaded)."""
     from sslj.procedures import run
     from sslj.train import workdir as workdir_lib
     from sslj.train.interrupt import RunInterrupted
@@ -169,6 +170,11 @@ def run_config(config, workdir: str, *, overwrite: bool = False,
         workdir_lib.check_path(workdir)  # a file / read-only path
         for cfg, out in zip(configs, outs, strict=True):
             workdir_lib.check(cfg, out, overwrite=overwrite)
+        if dry_run:
+            for m, cfg, out in zip(methods, configs, outs, strict=True):
+                print(f"would run {m} ({cfg.num_steps} steps on {cfg.data.source}) "
+                      f"into {out}")
+            return []
         shared = Pretrainings()
         for i in sorted(range(len(methods)), key=lambda i: bool(configs[i].spl.enabled)):
             cfg = configs[i]

@@ -10,8 +10,8 @@ Runs go to <workdir>/<row>/<sweep value>/seed<k>; a finished run of the same set
 reused, an interrupted one resumes from its checkpoints, and one of other settings (an
 earlier `--set num_steps=...`, say) stops the table before any run starts, naming the
 fields (`--overwrite` replaces it). `--set` may not change a field the table's columns
-or rows set. Label-noise tables
-also plot every row's learning dynamics at one noise setting (the paper's Fig. 3); SPL
+or rows set. `proselflc_table4`
+also plots every row's learning dynamics at one noise setting (the paper's Fig. 3); SPL
 tables share one pretraining between a base row and its +SPL rows (same column and
 seed), and Fig. 3's table also plots the per-layer safe ratios (Fig. 4).
 """
@@ -55,14 +55,16 @@ def run_config(base, run_name: str, fields: dict, explicit=()):
 
 
 def run_table(name: str, scale: str, seeds: int, workdir: str, sets=(),
-              columns=None, rows=None, seed_offset: int = 0, overwrite: bool = False) -> str:
+              columns=None, rows=None, seed_offset: int = 0, overwrite: bool = False,
+              dry_run: bool = False) -> str:
     """Runs (or reuses) every run of table `name` for the seeds seed_offset ...
     seed_offset + seeds - 1; `columns` / `rows` restrict it to some sweep values (as
     printed in the table header) / rows.
 
     Each run's workdir follows `sslj.train.workdir`: a finished run of the same settings
     is reused, an unfinished one resumes, one of other settings stops the table before
-    any run starts unless `overwrite` (which replaces it)."""
+    any run starts unless `overwrite` (which replaces it). `dry_run`: only the checks,
+    then the list of runs (nothing written, no data loaded)."""
     import dataclasses
 
     from sslj import config as config_lib
@@ -101,7 +103,6 @@ def run_table(name: str, scale: str, seeds: int, workdir: str, sets=(),
             raise SystemExit(f"error: unknown row(s) {unknown} of {name}; "
                              f"allowed: {list(table.methods)}")
         table = dataclasses.replace(table, methods=tuple(r for r in table.methods if r in rows))
-    os.makedirs(workdir, exist_ok=True)
     module, _, arg = table.configs[scale].partition(":")  # "icn:mnist" -> get_config("mnist")
     base = importlib.import_module(f"experiments.configs.{module}").get_config(
         *([arg] if arg else []))
@@ -119,7 +120,8 @@ def run_table(name: str, scale: str, seeds: int, workdir: str, sets=(),
                              "columns or rows; choose them with --columns / --rows instead")
     for field, value in parsed:
         _set(base, field, value, strict=True)
-    base.progress_bar = False
+    if "progress_bar" not in {f for f, _ in parsed}:  # each run's bar on a terminal only
+        base.progress_bar = sys.stderr.isatty()
 
     runs = []
     for row in table.methods:
@@ -140,6 +142,11 @@ def run_table(name: str, scale: str, seeds: int, workdir: str, sets=(),
     for row, value, seed, cfg in runs:  # every workdir is checked before the first run
         workdir_lib.check(cfg, os.path.join(workdir, row, str(value), f"seed{seed}"),
                           overwrite=overwrite)
+    if dry_run:
+        return "\n".join(f"would run {row} {_column_name(table, value)} seed={seed} "
+                         f"({cfg.num_steps} steps on {cfg.data.source})"
+                         for row, value, seed, cfg in runs)
+    os.makedirs(workdir, exist_ok=True)
     shared = common.Pretrainings()
     results, full, where = {}, {}, {}
     for i, (row, value, seed, cfg) in enumerate(runs):
@@ -165,7 +172,10 @@ def run_table(name: str, scale: str, seeds: int, workdir: str, sets=(),
         md += fgsm_markdown(table, where, range(seed_offset, seed_offset + seeds), full)
     with open(os.path.join(workdir, f"{name}_{scale}.md"), "w") as f:
         f.write(md)
-    plot(table, results, os.path.join(workdir, f"{name}_{scale}.png"))
+    data = f"{base.data.source}, {base.model}"
+    plot(table, results, os.path.join(workdir, f"{name}_{scale}.png"),
+         title=(table.title.split(":")[0] if scale == "full"
+                else f"{name}: embedded twin ({data})"))
     if table.layer_ratios_at is not None:  # Fig. 4 from the first SPL row's run there
         from sslj.spl.plots import plot_layer_ratios
 
@@ -308,24 +318,39 @@ def markdown(table, results, scale, seeds) -> str:
     return "\n".join(head) + "\n"
 
 
-def plot(table, results, path) -> None:
+def plot(table, results, path, title: str | None = None) -> None:
+    """Mean +- std per row over the sweep values (a line per row), or, for a table of one
+    column, a bar per row. `title` defaults to the table's (the paper's data set): the
+    embedded scale passes its own data set and model."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    ylabel = (f"{'seen-class test error' if table.report == 'error' else 'test accuracy'}"
+              " (%)")
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    xs = [_column_name(table, v) if table.sweep_overrides else v for v in table.sweep_values]
-    for m in table.methods:
-        cells = [(x, _percent(table, results[(m, v)]))
-                 for x, v in zip(xs, table.sweep_values, strict=True) if (m, v) in results]
-        ax.errorbar([x for x, _ in cells], [e.mean() for _, e in cells],
-                    yerr=[e.std() for _, e in cells], marker="o", capsize=3, label=m)
-    ax.set_xlabel(table.sweep_field)
-    ax.set_ylabel(f"{'seen-class test error' if table.report == 'error' else 'test accuracy'}"
-                  " (%)")
-    ax.set_title(table.title.split(":")[0], fontsize=9)
-    ax.legend(fontsize=7)
+    if len(table.sweep_values) == 1:
+        v = table.sweep_values[0]
+        rows = [m for m in table.methods if (m, v) in results]
+        vals = [_percent(table, results[(m, v)]) for m in rows]
+        ax.bar(range(len(rows)), [e.mean() for e in vals], yerr=[e.std() for e in vals],
+               capsize=3, color="tab:blue", alpha=0.8)
+        ax.set_xticks(range(len(rows)))
+        ax.set_xticklabels(rows, rotation=45, ha="right", fontsize=7)
+        ax.set_xlabel(f"{table.sweep_field} = {_column_name(table, v)}")
+    else:
+        xs = [_column_name(table, v) if table.sweep_overrides else v
+              for v in table.sweep_values]
+        for m in table.methods:
+            cells = [(x, _percent(table, results[(m, v)]))
+                     for x, v in zip(xs, table.sweep_values, strict=True) if (m, v) in results]
+            ax.errorbar([x for x, _ in cells], [e.mean() for _, e in cells],
+                        yerr=[e.std() for _, e in cells], marker="o", capsize=3, label=m)
+        ax.set_xlabel(table.sweep_field)
+        ax.legend(fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or table.title.split(":")[0], fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -349,6 +374,9 @@ def main(argv=None):
     parser.add_argument("--columns", default="", help="comma-separated sweep values to run "
                         "(as in the table header, e.g. sym0.4); default: all")
     parser.add_argument("--rows", default="", help="comma-separated rows; default: all")
+    parser.add_argument("--dry_run", action="store_true",
+                        help="check every run's config and workdir, print the runs and exit "
+                        "(nothing written, no data loaded)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace runs of other settings found in the workdir (deleted); "
                         "without it such a run stops the table before any compute")
@@ -361,13 +389,15 @@ def main(argv=None):
                                    + f" --xla_cpu_max_isa={args.isa}").strip()
     workdir = args.workdir or os.path.join(
         "runs", f"{args.table}_{args.scale}" + (f"_{args.isa.lower()}" if args.isa else ""))
-    os.makedirs(workdir, exist_ok=True)
+    if not args.dry_run:
+        os.makedirs(workdir, exist_ok=True)
     columns, rows = ([x for x in arg.split(",") if x] for arg in (args.columns, args.rows))
     from sslj.train.interrupt import RunInterrupted
 
     try:
         print(run_table(args.table, args.scale, args.seeds, workdir, args.set, columns, rows,
-                        seed_offset=args.seed_offset, overwrite=args.overwrite))
+                        seed_offset=args.seed_offset, overwrite=args.overwrite,
+                        dry_run=args.dry_run))
     except (*common.user_errors(), RunInterrupted, KeyboardInterrupt) as e:
         raise common.report_stop(e) from None
 

@@ -12,9 +12,10 @@ Every field of the config can be set with `--config.<field>=<value>` (dotted, e.
 `--config.optimizer.lr=0.01`, `--config.model_kwargs.bn_momentum=0.9`); a value is
 parsed as JSON (numbers, true / false, [lists]) or taken as a string, and must fit the
 field's type. A field set here is never replaced by a method's `method_overrides`.
-`--helpfull` lists the flags; the config file's docstring and `get_config` list its
-fields. A workdir belongs to one run's settings: a rerun with the same ones resumes or
-reuses it, other ones stop with the differing fields (`--overwrite` replaces the run).
+`--fields` prints every field of the config with its value; `--dry_run` checks the
+config(s) and workdir(s) and prints the runs without starting them. A workdir belongs
+to one run's settings: a rerun with the same ones resumes or reuses it, other ones stop
+with the differing fields (`--overwrite` replaces the run).
 """
 
 from __future__ import annotations
@@ -36,6 +37,14 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/default", "Directory for all out
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "Replace a run of other settings found in the workdir (deleted); "
     "without it such a workdir stops the run before any compute.")
+
+_DRY_RUN = flags.DEFINE_bool(
+    "dry_run", False, "Check the config(s) and workdir(s), print the runs that would start "
+    "and exit: no data is loaded and nothing is written.")
+
+_SHOW_FIELDS = flags.DEFINE_bool(
+    "fields", False, "Print every field of the config (after the --config.<field> "
+    "settings) as --config.<field>=<value> lines and exit.")
 
 _FIELDS: list[tuple[str, object]] = []  # the --config.<field>=<value> settings, in order
 _LOADED: list = []  # the config, once parse_flags loaded it
@@ -105,11 +114,27 @@ def parse_flags(argv: list[str]) -> list[str]:
     return positional
 
 
+def show_fields(config) -> str:
+    """Every leaf of `config` as a `--config.<field>=<value>` line (values as JSON)."""
+    import json
+
+    from sslj.common.checks import get_field, leaf_fields
+
+    def value(v):
+        return json.dumps(list(v) if isinstance(v, tuple) else v)
+
+    return "\n".join(f"--config.{f}={value(get_field(config, f))}"
+                     for f in leaf_fields(config))
+
+
 def main(argv):
     del argv
+    if _SHOW_FIELDS.value:
+        print(show_fields(_LOADED[0]))
+        return
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     common.run_config(_LOADED[0], _WORKDIR.value, overwrite=_OVERWRITE.value,
-                      explicit={name for name, _ in _FIELDS})
+                      explicit={name for name, _ in _FIELDS}, dry_run=_DRY_RUN.value)
 
 
 if __name__ == "__main__":

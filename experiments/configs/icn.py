@@ -4,7 +4,7 @@ MNIST-5k.
 
     python experiments/run.py --config experiments/configs/icn.py:mnist5k-500 \
         --workdir runs/icn_500                     # CNN, ICN-noise, ICN (softmax)
-    python experiments/reproduce.py --table icn_embedded --seeds 3
+    python experiments/reproduce.py --table icn_fig3 --seeds 3
     python experiments/run.py --config experiments/configs/icn.py:mnist \
         --config.data.data_dir=/data/tfds --workdir runs/icn_mnist        # Table 1
 

@@ -192,6 +192,9 @@ def plot_rounds(rounds: list[dict], path: str, title: str) -> None:
     ax.plot([r["round"] for r in rows], [r["unseen_fraction"] for r in rows], "o-",
             label="unseen-class share of the kept images")
     ax.set_xlabel("round")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("unseen share")
     ax.set_ylim(0, 1)
     ax.set_title(title)

@@ -57,6 +57,12 @@ round boundary at or past that train step), results.json (the loop's keys plus a
 `spl` block: p, delta, tau, per-layer ratios at identification and at the end, density
 and swaps per round, the pretraining results), spl_layer_ratios.png (Fig. 4) and
 spl_rounds.png.
+
+The rounds are the procedure's unit: it logs, evaluates and checkpoints once per round
+(keeping `keep_checkpoints` of them) and shows a progress bar over rounds
+(`progress_bar`); `log_every`, `eval_every` and `checkpoint_every` apply to the
+pretraining only. Ctrl-C / SIGTERM end the rounds at the next round boundary with a
+checkpoint.
 """
 
 from __future__ import annotations
@@ -270,6 +276,11 @@ def run_with_parts(config, workdir: str, *, pretrained_dir: str | None = None,
 
     stopped = None
     stop = StopRequests()  # Ctrl-C / SIGTERM: finish the round, save, stop
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=rounds, initial=done, desc=f"{exp.name} rounds", unit="round",
+               disable=not bool(cfg.get("progress_bar", True)) or jax.process_index() != 0,
+               dynamic_ncols=True)
     try:
         stop.__enter__()
         if done == 0:
@@ -322,6 +333,7 @@ def run_with_parts(config, workdir: str, *, pretrained_dir: str | None = None,
             snapshot["train_time_s"] = prior_time + time.time() - t_start
             ckpt.save(r, state, snapshot)
             writer.flush()
+            bar.update(1)
             if stop.requested and r < rounds:
                 raise RunInterrupted(stop.signum, start, workdir)
             if stop_at is not None and start >= stop_at and r < rounds:
@@ -329,6 +341,7 @@ def run_with_parts(config, workdir: str, *, pretrained_dir: str | None = None,
                 break
     finally:
         stop.__exit__()
+        bar.close()
         ckpt.close()
         writer.close()
     if stopped is not None:

@@ -48,6 +48,10 @@ def plot_rounds(results: dict, path: str) -> None:
     a1.plot(r, [100 * e["test_accuracy"] for e in evals], "s-", label="test")
     a1.plot(r, [100 * e["v1_accuracy"] for e in evals], "^-", label="V1 (mask learning)")
     a1.set_xlabel("round")
+    from matplotlib.ticker import MaxNLocator
+
+    for a in (a1, a2):  # rounds are whole numbers
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
     a1.set_ylabel("accuracy (%)")
     a1.legend(fontsize=7)
     a2.bar(r, [e.get("swaps", 0) for e in evals])
