@@ -103,12 +103,18 @@ def coerce(field: str, old, value, flag: str = "--set"):
 
 
 def parse_value(value: str):
-    """A typed value: JSON (1, 1.5, true, [0,1]), Python's True / False / None, else the
-    string itself."""
+    """A typed value: JSON (1, 1.5, true, [0,1]), else a Python literal (.01, True, None,
+    (0, 1)), else the string itself."""
+    import ast
+
     try:
         return json.loads(value)
     except json.JSONDecodeError:
-        return {"True": True, "False": False, "None": None}.get(value, value)
+        pass
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value
 
 
 def parse_assignment(item: str, flag: str = "--set") -> tuple[str, object]:
@@ -168,6 +174,10 @@ def run_config(config, workdir: str, *, overwrite: bool = False,
             say_overrides(m, config, cfg)
         outs = [workdir if len(methods) == 1 else os.path.join(workdir, m) for m in methods]
         workdir_lib.check_path(workdir)  # a file / read-only path
+        if len(methods) > 1 and workdir_lib.stored_fingerprint(workdir) is not None:
+            raise workdir_lib.WorkdirConflict(
+                f"workdir {workdir} holds a single run; a comparison writes one directory "
+                "per method: choose another --workdir")
         for cfg, out in zip(configs, outs, strict=True):
             workdir_lib.check(cfg, out, overwrite=overwrite)
         if dry_run:

@@ -109,15 +109,16 @@ def run_table(name: str, scale: str, seeds: int, workdir: str, sets=(),
     for field, value in table.overrides.get(scale, {}).items():
         _set(base, field, value)
     parsed = [parse_set(item) for item in sets]
-    varied = {table.sweep_field}
+    varied = {table.sweep_field, "seed", "method", "compare"}  # --seeds / --rows set these
     for value in table.sweep_values:
         varied |= set(table.column(value, scale))
     for row in table.methods:
         varied |= set(table.row(row)[1])
     for field, _ in parsed:
         if field in varied:
-            raise SystemExit(f"error: --set {field}: table {name} sets this field in its "
-                             "columns or rows; choose them with --columns / --rows instead")
+            raise SystemExit(f"error: --set {field}: table {name} sets this field itself "
+                             "(its columns, rows or seeds); choose them with --columns / "
+                             "--rows / --seeds / --seed-offset instead")
     for field, value in parsed:
         _set(base, field, value, strict=True)
     if "progress_bar" not in {f for f, _ in parsed}:  # each run's bar on a terminal only
@@ -156,7 +157,8 @@ def run_table(name: str, scale: str, seeds: int, workdir: str, sets=(),
         if not cfg.spl.enabled and done:  # the same base run again (Fig. 3's p sweep)
             path = os.path.join(done, "results.json")
         label = f"[{i + 1}/{len(runs)}] {row} {_column_name(table, value)} seed={seed}"
-        if os.path.exists(path) and not overwrite:  # its settings were checked above
+        # its settings were checked above; a shared base run (`done`) is this table's own
+        if os.path.exists(path) and (not overwrite or (done and not cfg.spl.enabled)):
             with open(path) as f:
                 r = json.load(f)
             print(f"{label}: finished run reused", flush=True)

@@ -66,6 +66,36 @@ def test_interrupted_run_relaunched_with_another_lr_or_batch_is_refused(tmp_path
     assert Checkpointer(str(tmp_path / "checkpoints")).latest_step() == 2
 
 
+def test_fingerprint_leaves_out_switched_off_blocks_and_merged_overrides():
+    """SPL settings never make the base run they pretrain look different (issue 19 review:
+    rerunning `pi_model,pi_model+spl` with another spl.rounds refused the finished
+    pi_model run)."""
+    base = workdir_lib.fingerprint(tiny_config())
+    assert not any(k.startswith(("spl.", "method_overrides.")) for k in base
+                   if k != "spl.enabled")
+    assert "spl.enabled" in base
+    assert workdir_lib.fingerprint(tiny_config(**{"spl.rounds": 8})) == base
+    on = workdir_lib.fingerprint(tiny_config(**{"spl.enabled": True}))
+    assert on["spl.rounds"] == tiny_config().spl.rounds
+
+
+def test_overwrite_refuses_a_directory_sslj_did_not_write(tmp_path):
+    (tmp_path / "config.json").write_text('{"editor": "settings"}')
+    assert workdir_lib.stored_fingerprint(str(tmp_path)) is None  # not an sslj workdir
+    with pytest.raises(workdir_lib.WorkdirConflict, match="does not look like an sslj"):
+        workdir_lib.remove_run(str(tmp_path))
+    assert (tmp_path / "config.json").exists()
+
+
+def test_values_parse_as_json_then_python_literals():
+    from experiments.common import parse_value
+
+    assert parse_value("1") == 1 and parse_value("1.5") == 1.5 and parse_value("true") is True
+    assert parse_value(".01") == 0.01 and parse_value("-.5") == -0.5
+    assert parse_value("(0, 1)") == (0, 1) and parse_value("True") is True
+    assert parse_value("clean") == "clean" and parse_value("[0,1]") == [0, 1]
+
+
 def test_fingerprint_ignores_only_the_neutral_fields():
     a = workdir_lib.fingerprint(tiny_config())
     assert "seed" in a and "optimizer.lr" in a and "eval_every" in a
@@ -146,7 +176,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, how,
     results = procedures.run(c, str(tmp_path))
     err = capfd.readouterr().err
     assert "checkpoint at step 4 does not load" in err and "Traceback" not in err
-    assert "resuming" in err and "from step 2" in err
+    assert "resuming from step 2" in err
     moved = os.listdir(tmp_path / "checkpoints.bad")
     assert len(moved) == 1 and moved[0].startswith("4-")  # kept for inspection
     # resume from step 2 is exact: the same numbers as the run never interrupted
@@ -161,10 +191,10 @@ def test_no_loadable_checkpoint_stops_with_a_message(tmp_path):
     procedures.run(c, str(tmp_path), stop_at=4)
     for step in ("2", "4"):
         _corrupt(tmp_path / "checkpoints" / step, "no_state_manifest")
-    with pytest.raises(CheckpointError, match="no checkpoint in .* loads"):
+    with pytest.raises(CheckpointError, match="no checkpoint in .* loads .*nothing was moved"):
         procedures.run(c, str(tmp_path))
-    assert sorted(s.split("-")[0] for s in os.listdir(tmp_path / "checkpoints.bad")) == [
-        "2", "4"]
+    assert not (tmp_path / "checkpoints.bad").exists()  # a common cause: nothing moved
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
 
 
 @pytest.mark.parametrize("value", [0, -1])
@@ -262,7 +292,8 @@ def test_explicit_setting_wins_over_method_overrides_and_modifier_defaults():
 
 
 @pytest.mark.parametrize("sets,message", [
-    (["split.mismatch_ratio=0.5"], "sets this field in its columns or rows"),
+    (["split.mismatch_ratio=0.5"], "sets this field itself"),
+    (["seed=3"], "choose them with --columns / --rows / --seeds"),
     (["num_steps=1.5"], "num_steps=1.5: expected an integer"),
     (["tensorboard=no"], "expected true or false"),
     (["num_steps"], "expected FIELD=VALUE"),

@@ -4,8 +4,10 @@ Orbax writes each step into a temporary directory and renames it when complete, 
 crash mid-save leaves the previous checkpoint as the newest finished one. A finished
 checkpoint damaged later (a truncated or deleted file, an emptied directory) does not
 end a run either: `restore` falls back to the newest checkpoint that loads, moves each
-one that does not to `<workdir>/checkpoints.bad/` (kept, not deleted) and says so in one
-line; only when none loads does it raise `CheckpointError`.
+newer one that does not to `<workdir>/checkpoints.bad/` (kept, not deleted) and says so
+in one line. When none loads (another state structure, no memory: a cause common to all
+is likelier than damage to each) nothing is moved and `CheckpointError` names the first
+error.
 """
 
 from __future__ import annotations
@@ -58,18 +60,32 @@ class Checkpointer:
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state_like)
         if step is not None:
             return self._restore(step, abstract)
+        failed: list[tuple[int, Exception]] = []
         for s in sorted(self.manager.all_steps(), reverse=True):
             try:
-                return self._restore(s, abstract)
-            except Exception as e:  # noqa: BLE001 - any damage: fall back to an older step
-                where = self._move_aside(s)
+                out = self._restore(s, abstract)
+            except Exception as e:  # noqa: BLE001 - decided below, once an older one loads
+                failed.append((s, e))
+                continue
+            # an older checkpoint loads, so the newer ones are damaged: keep them aside
+            for bad, e in failed:
+                where = self._move_aside(bad)
                 reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else ""
-                say(f"checkpoint at step {s} does not load ({type(e).__name__}"
-                    f"{': ' + reason if reason else ''}); moved to {where}, trying the "
-                    "previous one")
-        raise CheckpointError(f"no checkpoint in {self.directory} loads (the damaged ones "
-                              "are in checkpoints.bad/); rerun with --overwrite to start "
-                              "this run again")
+                say(f"checkpoint at step {bad} does not load ({type(e).__name__}"
+                    f"{': ' + reason if reason else ''}); moved to {where}, resuming from "
+                    f"step {s}")
+            if failed:
+                self.manager.reload()
+            return out
+        if not failed:
+            raise CheckpointError(f"no checkpoint in {self.directory}")
+        # none loads: the same cause for all (another state structure, memory) is likelier
+        # than damage to every one, so nothing is moved
+        step0, e0 = failed[0]
+        first = str(e0).strip().splitlines()[0][:200] if str(e0).strip() else ""
+        raise CheckpointError(f"no checkpoint in {self.directory} loads (step {step0}: "
+                              f"{type(e0).__name__}{': ' + first if first else ''}); nothing "
+                              "was moved; move the directory away to start this run again")
 
     def _restore(self, step: int, abstract):
         out = self.manager.restore(step, args=ocp.args.Composite(
@@ -88,7 +104,6 @@ class Checkpointer:
         if jax.process_index() == 0 and os.path.exists(src):
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             shutil.move(src, dst)
-        self.manager.reload()
         return dst
 
     def wait(self) -> None:

@@ -12,11 +12,16 @@ line naming the differing fields and offering `--overwrite` or another workdir.
 
 The fingerprint is every config field except those that change no number a run reports
 (`NEUTRAL_FIELDS`: logging, progress, TensorBoard, checkpoint interval and count, the
-data directory, the comparison list). Resume is exact whatever `checkpoint_every`, and
-`log_every` only sets how often metrics are written and checked for NaN, so these may
-change between invocations. Everything else (seed, steps, batch sizes, learning rates,
-evaluation interval, ...) may not. A workdir written before `run.json` existed is
-compared through its `config.json`.
+data directory, the comparison list), `method_overrides` (already merged into the
+fields it sets) and the blocks of the procedures and add-ons the run does not turn on
+(`spl`, `icn`, `ns3l` when their `enabled` is off), so SPL settings never make the base
+run they pretrain with look different. Other methods' sections stay in: refusing a rerun
+is recoverable, reusing a run that read a changed field would not be. A field that a
+later sslj version adds reads as a difference (`<unset> -> value`) on older workdirs.
+Resume is exact whatever `checkpoint_every`, and `log_every` only sets how often
+metrics are written and checked for NaN, so these may change between invocations.
+Everything else (seed, steps, batch sizes, learning rates, evaluation interval, ...)
+may not. A workdir written before `run.json` existed is compared through its `config.json`.
 
 The lock is an exclusive `fcntl` lock on `.sslj.lock` held for the whole run; the kernel
 drops it when the process ends however it ends, so a dead process never leaves a stale
@@ -51,19 +56,30 @@ def _flatten(tree, prefix: str = "") -> dict:
     out = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:
             out.update(_flatten(value, name + "."))
         else:
             out[name] = value
     return out
 
 
+# blocks read only when their `enabled` field is on
+_SWITCHED_BLOCKS = ("spl", "icn", "ns3l")
+
+
+def _relevant(tree: dict) -> dict:
+    flat = _flatten(tree)
+    dropped = set(NEUTRAL_FIELDS) | {"method_overrides"}
+    dropped |= {b for b in _SWITCHED_BLOCKS if flat.get(f"{b}.enabled") is False}
+    switches = {f"{b}.enabled" for b in _SWITCHED_BLOCKS}
+    return {k: v for k, v in sorted(flat.items())
+            if k in switches or (k not in dropped
+                                 and not any(k.startswith(n + ".") for n in dropped))}
+
+
 def fingerprint(config) -> dict:
     """{dotted field: JSON value} of every field of `config` that changes results."""
-    tree = json.loads(config.to_json_best_effort())  # tuples -> lists, as stored
-    return {k: v for k, v in sorted(_flatten(tree).items())
-            if k not in NEUTRAL_FIELDS and not any(k.startswith(n + ".")
-                                                   for n in NEUTRAL_FIELDS)}
+    return _relevant(json.loads(config.to_json_best_effort()))  # tuples -> lists, as stored
 
 
 def stored_fingerprint(path: str) -> dict | None:
@@ -72,24 +88,35 @@ def stored_fingerprint(path: str) -> dict | None:
     run_json = os.path.join(path, FINGERPRINT_FILE)
     if os.path.isfile(run_json):
         with open(run_json) as f:
-            return json.load(f)["fingerprint"]
+            return _relevant(json.load(f)["fingerprint"])
     config_json = os.path.join(path, "config.json")
-    if os.path.isfile(config_json):
+    if os.path.isfile(config_json) and _written_by_sslj(path):
         with open(config_json) as f:
             tree = json.load(f)
-        return {k: v for k, v in _flatten(tree).items()
-                if k not in NEUTRAL_FIELDS and not any(k.startswith(n + ".")
-                                                       for n in NEUTRAL_FIELDS)}
+        if isinstance(tree, dict):
+            return _relevant(tree)
     return None
+
+
+def _written_by_sslj(path: str) -> bool:
+    """A workdir sslj wrote: its run.json, or config.json beside splits / checkpoints."""
+    return os.path.isfile(os.path.join(path, FINGERPRINT_FILE)) or (
+        os.path.isfile(os.path.join(path, "config.json"))
+        and (os.path.isfile(os.path.join(path, "splits.json"))
+             or os.path.isdir(os.path.join(path, "checkpoints"))))
 
 
 def is_finished(path: str) -> bool:
     """Whether the run in `path` finished (`run.json` says so and results.json exists)."""
     run_json = os.path.join(path, FINGERPRINT_FILE)
-    if not os.path.isfile(run_json) or not os.path.isfile(os.path.join(path, "results.json")):
+    results = os.path.join(path, "results.json")
+    if not os.path.isfile(run_json) or not os.path.isfile(results):
         return False
     with open(run_json) as f:
-        return bool(json.load(f).get("finished", False))
+        if not json.load(f).get("finished", False):
+            return False
+    with open(results) as f:  # a comparison's list of runs is not this run's results
+        return isinstance(json.load(f), dict)
 
 
 def differences(old: dict, new: dict) -> list[str]:
@@ -132,9 +159,10 @@ def check(config, path: str, *, overwrite: bool = False) -> None:
 
 def remove_run(path: str) -> None:
     """Deletes the run in `path` (for `--overwrite`): only a directory sslj wrote."""
-    if stored_fingerprint(path) is None and not os.path.isdir(os.path.join(path, "checkpoints")):
+    if not _written_by_sslj(path):
         raise WorkdirConflict(f"--overwrite: {path} does not look like an sslj workdir "
-                              "(no run.json, config.json or checkpoints/); remove it yourself")
+                              "(no run.json, or config.json beside splits.json or "
+                              "checkpoints/); remove it yourself")
     shutil.rmtree(path)
 
 
@@ -197,6 +225,11 @@ def lock(path: str):
         f.close()
         raise WorkdirConflict(f"workdir {path} is in use by another run (pid {holder}); "
                               "wait for it to end or choose another --workdir") from None
+    except OSError as e:  # a file system without flock (Lustre without -o flock, ...)
+        from sslj.common.notice import say
+
+        say(f"workdir {path} cannot be locked on this file system ({e.strerror}); "
+            "running unlocked: start one run per workdir")
     f.seek(0)
     f.truncate()
     f.write(f"{os.getpid()}\n")
@@ -222,8 +255,10 @@ def claim(config, path: str, *, overwrite: bool = False) -> Claim:
             handle = lock(path)
             old = None
         if not os.path.isfile(os.path.join(path, FINGERPRINT_FILE)):
-            with open(os.path.join(path, FINGERPRINT_FILE), "w") as f:
+            file = os.path.join(path, FINGERPRINT_FILE)
+            with open(file + ".tmp", "w") as f:  # atomic: a kill never leaves half a file
                 json.dump({"fingerprint": new, "finished": False}, f, indent=2)
+            os.replace(file + ".tmp", file)
             created += ("run.json",)
     except BaseException:
         handle.close()
