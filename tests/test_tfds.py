@@ -134,3 +134,16 @@ def test_tiny_imagenet_manual_dir_builds_and_loads(tmp_path):
     grey = np.round(ds_sorted.train_images.mean(axis=(1, 2, 3))).astype(int)
     np.testing.assert_array_equal(ds_sorted.train_labels, grey)
     assert sorted(wnids) == wnids
+
+
+def test_damaged_prepared_data_gives_one_message_not_a_traceback(tmp_path):
+    """Issue 19: a corrupt prepared data set gave a protobuf traceback."""
+    from google.protobuf.message import DecodeError
+
+    def broken(self, *args, **kwargs):
+        raise DecodeError("Error parsing message with type 'tensorflow.Example'")
+
+    with tfds.testing.mock_data(num_examples=4, as_dataset_fn=broken), pytest.raises(
+            sources.DataNotPreparedError, match=r"does not read \(DecodeError: Error parsing"
+            r".*prepare it again \(python -m sslj.data.prepare cifar10"):
+        sources.load("tfds:cifar10", str(tmp_path))

@@ -146,7 +146,15 @@ def _tfds(name: str, data_dir: str | None) -> Dataset:
     except Exception as e:  # tfds raises several types for missing data
         if _is_missing_data(e):
             raise DataNotPreparedError(prepare_instructions(name, data_dir)) from e
-        raise
+        # the builder and the reading only touch the prepared files: a failure that is not
+        # "missing" means damaged files (a truncated record, a corrupt protobuf)
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        where = data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
+        raise DataNotPreparedError(
+            f"the prepared TFDS data set {name} in {where} does not read "
+            f"({type(e).__name__}{': ' + first if first else ''}); it may be damaged: remove "
+            f"{where}/{name} and prepare it again (python -m sslj.data.prepare {name} "
+            f"--data_dir {where})") from e
     coarse = "coarse_label" if name == "cifar100" else None
     return Dataset(
         name=f"tfds:{name}",
