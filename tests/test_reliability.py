@@ -27,6 +27,7 @@ def _accuracies(results: dict) -> list:
 
 # ------------------------------------------------------------------ one config per workdir
 
+@pytest.mark.slow  # control flow, not numerics: no ISA rerun needed
 def test_rerun_with_other_settings_stops_before_compute_and_names_the_fields(tmp_path):
     c = tiny_config(num_steps=2, eval_every=2, checkpoint_every=2)
     first = procedures.run(c, str(tmp_path))
@@ -56,6 +57,7 @@ def test_rerun_with_other_settings_stops_before_compute_and_names_the_fields(tmp
     assert replaced["wall_time_s"] != first["wall_time_s"]
 
 
+@pytest.mark.slow  # control flow, not numerics: no ISA rerun needed
 def test_interrupted_run_relaunched_with_another_lr_or_batch_is_refused(tmp_path):
     c = tiny_config(num_steps=4, checkpoint_every=2)
     assert procedures.run(c, str(tmp_path), stop_at=2) == {"stopped_at": 2}
@@ -166,6 +168,7 @@ def uninterrupted(tmp_path_factory):
         tiny_config(num_steps=6, checkpoint_every=2), w))
 
 
+@pytest.mark.slow  # control flow, not numerics: no ISA rerun needed
 @pytest.mark.parametrize("how", ["truncated_data_file", "no_meta_metadata",
                                  "no_state_manifest", "emptied"])
 def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, how, capfd,
@@ -186,6 +189,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, how,
     assert len(steps) == len(set(steps))
 
 
+@pytest.mark.slow  # control flow, not numerics: no ISA rerun needed
 def test_no_loadable_checkpoint_stops_with_a_message(tmp_path):
     c = tiny_config(num_steps=6, checkpoint_every=2)
     procedures.run(c, str(tmp_path), stop_at=4)
@@ -205,6 +209,7 @@ def test_keep_checkpoints_below_one_is_refused(value):
 
 # ------------------------------------------------------------------ logs match the checkpoint
 
+@pytest.mark.slow  # control flow, not numerics: no ISA rerun needed
 def test_fresh_start_drops_the_lines_of_a_run_that_died_before_its_first_checkpoint(tmp_path):
     (tmp_path / "metrics.jsonl").write_text(
         '{"step": 2, "losses/total": 9.0}\n{"step": 4, "losses/total": 9.0}\n{"step": 6, "lo')
