@@ -128,13 +128,14 @@ def parse_assignment(item: str, flag: str = "--set") -> tuple[str, object]:
 
 def user_errors():
     """The exceptions an entry point reports as one line (no traceback)."""
+    from sslj.common.sharding import DistributedSetupError
     from sslj.data.sources import DataNotPreparedError
     from sslj.train.checkpoint import CheckpointError
     from sslj.train.loop import NonFiniteLossError
     from sslj.train.workdir import WorkdirConflict
 
     return (config_lib.ConfigError, DataNotPreparedError, WorkdirConflict, CheckpointError,
-            NonFiniteLossError)
+            NonFiniteLossError, DistributedSetupError)
 
 
 def report_stop(e: BaseException):
@@ -160,6 +161,7 @@ def run_config(config, workdir: str, *, overwrite: bool = False,
     the fields the user set, which no method's overrides replace; the values a method's
     overrides did set are printed, one line per run. `dry_run`: only the checks, then
     one line per run that would start (nothing is written, no data is loaded)."""
+    from sslj.common.sharding import maybe_initialize_distributed
     from sslj.procedures import run
     from sslj.train import workdir as workdir_lib
     from sslj.train.interrupt import RunInterrupted
@@ -167,6 +169,7 @@ def run_config(config, workdir: str, *, overwrite: bool = False,
     methods = config_lib.parse_methods(config.get("compare", "")) or (config.method,)
     results = []
     try:
+        maybe_initialize_distributed()  # SSLJ_DISTRIBUTED=1: before anything asks for devices
         configs = [config_lib.for_method(config, m, explicit) for m in methods]
         for cfg in configs:  # every run's config is checked before the first one starts
             config_lib.validate(cfg)

@@ -55,15 +55,16 @@ def index_stream(num_examples: int, batch_size: int, seed: int, start_step: int 
 
 
 def numpy_stream(arrays: dict[str, np.ndarray], batch_size: int, seed: int,
-                 start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
-    """Infinite shuffled batches of this process's rows of `arrays` (a dict of arrays)."""
+                 start_step: int = 0, mesh=None) -> Iterator[dict[str, np.ndarray]]:
+    """Infinite shuffled batches of this process's rows of `arrays` (a dict of arrays);
+    `mesh`: the one the batches will be sharded over (default `sharding.make_mesh()`)."""
     tf = _tf()
     n = len(next(iter(arrays.values())))
-    rows = sharding.process_slice(batch_size)
+    rows = tf.constant(sharding.process_rows(batch_size, mesh))
     tensors = {k: tf.constant(v) for k, v in arrays.items()}
 
     def gather(idx):
-        idx = idx[rows]
+        idx = tf.gather(idx, rows)
         return {k: tf.gather(v, idx) for k, v in tensors.items()}
 
     ds = index_stream(n, batch_size, seed, start_step).map(gather)
@@ -92,7 +93,7 @@ class TrainStreams:
     seed: int
 
     def iterate(self, mesh, start_step: int = 0):
-        lab = numpy_stream(self.labeled, self.batch_size, self.seed * 2 + 0, start_step)
+        lab = numpy_stream(self.labeled, self.batch_size, self.seed * 2 + 0, start_step, mesh)
 
         def labeled(b):  # image, label, and any other field as labeled_<name> (index)
             return {"image": b["image"], "label": b["label"],
@@ -102,7 +103,7 @@ class TrainStreams:
             host = (labeled(b) for b in lab)
         else:
             unl = numpy_stream(self.unlabeled, self.unlabeled_batch_size, self.seed * 2 + 1,
-                               start_step)
+                               start_step, mesh)
             # every unlabeled field as unlabeled_<name>: image, index, label (monitors
             # only) and any per-example array a method adds (NS3L's neighbour classes)
             host = ({**labeled(a), **{f"unlabeled_{k}": v for k, v in b.items()}}
@@ -122,7 +123,7 @@ def eval_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, mesh):
     mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
     images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
     labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
-    rows = sharding.process_slice(batch_size)
+    rows = sharding.process_rows(batch_size, mesh)
     ds = tf.data.Dataset.from_tensor_slices({"image": images, "label": labels, "mask": mask})
     for batch in _fixed(ds.batch(batch_size)).as_numpy_iterator():
         yield sharding.shard_batch(mesh, {k: v[rows] for k, v in batch.items()})

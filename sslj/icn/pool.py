@@ -61,7 +61,8 @@ class PseudoNegativePool:
                 f["rounds"].astype(np.int32))
         return pool
 
-    def stream(self, batch_size: int, seed: int, weight: float, start_step: int = 0):
+    def stream(self, batch_size: int, seed: int, weight: float, start_step: int = 0,
+               mesh=None):
         """Endless host batches {neg_image, neg_class, neg_weight} (this process's rows)
         over the pool in per-epoch permutations. An empty pool (round 0) yields zero
         images with weight 0, so the step's shapes never change."""
@@ -72,4 +73,4 @@ class PseudoNegativePool:
         else:
             arrays = {"neg_image": self.images, "neg_class": self.classes,
                       "neg_weight": np.full((len(self),), weight, np.float32)}
-        return pipeline.numpy_stream(arrays, batch_size, seed, start_step)
+        return pipeline.numpy_stream(arrays, batch_size, seed, start_step, mesh)

@@ -205,11 +205,12 @@ def run(config, workdir: str, *, pretrained_dir: str | None = None,
         nonlocal state
         start = int(jax.device_get(state.step))
         weight = (len(pool) / n if icn.negative_weighting == "sum" else 1.0)
-        lab = pipeline.numpy_stream(labeled, int(cfg.batch_size), int(cfg.seed) * 2, start)
+        lab = pipeline.numpy_stream(labeled, int(cfg.batch_size), int(cfg.seed) * 2, start,
+                                    mesh)
         if len(pool) == 0 and state.batch_stats:  # no zero images in BatchNorm statistics
             batches = pipeline.prefetch_to_mesh(lab, mesh)
         else:
-            neg = pool.stream(neg_bs, int(cfg.seed) * 1000 + r, weight)
+            neg = pool.stream(neg_bs, int(cfg.seed) * 1000 + r, weight, mesh=mesh)
             batches = pipeline.prefetch_to_mesh(
                 ({**a, **b} for a, b in zip(lab, neg, strict=False)), mesh)
         history = []

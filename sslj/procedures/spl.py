@@ -334,7 +334,7 @@ def run_with_parts(config, workdir: str, *, pretrained_dir: str | None = None,
             ckpt.save(r, state, snapshot)
             writer.flush()
             bar.update(1)
-            if stop.requested and r < rounds:
+            if stop.poll(r, every=1) and r < rounds:
                 raise RunInterrupted(stop.signum, start, workdir)
             if stop_at is not None and start >= stop_at and r < rounds:
                 stopped = start

@@ -45,15 +45,15 @@ class EvalSet:
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, mesh):
         self.labels = np.asarray(labels)
         self.batches = list(pipeline.eval_batches(images, labels, batch_size, mesh))
+        # which rows are real, on the host (fetched once; a collective on several hosts)
+        self.row_masks = [np.asarray(m, bool)
+                          for m in sharding.fetch([b["mask"] for b in self.batches])]
 
     def logits(self, predict, params, batch_stats, masks) -> np.ndarray:
         """Logits of every example (padding dropped), in order."""
-        outs = [(predict(params, batch_stats, masks, b["image"]), b["mask"])
-                for b in self.batches]
-        host = jax.device_get(outs)
-        logits = np.concatenate([h[0] for h in host])
-        mask = np.concatenate([h[1] for h in host]).astype(bool)
-        return logits[mask]
+        outs = [predict(params, batch_stats, masks, b["image"]) for b in self.batches]
+        logits = np.concatenate(sharding.fetch(outs))
+        return logits[np.concatenate(self.row_masks)]
 
 
 def make_batch_statistics(model, mesh):
@@ -90,7 +90,7 @@ def precise_batch_stats(stats_fn, params, masks, batch_stats, eval_set: EvalSet)
     batches of `eval_set` of each batch's BatchNorm mean and variance ("precise BN").
     Used where weights or masks changed faster than a running average follows (SPL's
     short phases); the set must have no padded rows."""
-    if any(not np.all(jax.device_get(b["mask"])) for b in eval_set.batches):
+    if any(not np.all(m) for m in eval_set.row_masks):
         raise ValueError("precise_batch_stats needs full batches (no padding)")
     # One batch at a time: each call all-reduces the batch moments over the devices, and
     # with several such executions in flight on a few CPU cores (8 fake devices on 2, as

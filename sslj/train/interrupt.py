@@ -19,6 +19,9 @@ from __future__ import annotations
 import signal
 import threading
 
+import jax
+import numpy as np
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -42,6 +45,24 @@ class StopRequests:
     @property
     def requested(self) -> bool:
         return self.signum is not None
+
+    def poll(self, step: int, every: int = 10) -> bool:
+        """Whether to stop after `step`. One process: a signal arrived. Several: a signal
+        arrived at any of them, agreed every `every` steps by one all-gather of the signal
+        numbers (every process calls `poll` at every step, in lock-step), so all of them
+        save the same step together and stop; a signal between agreements waits for the
+        next one."""
+        if jax.process_count() == 1:
+            return self.requested
+        if step % every:
+            return False
+        from jax.experimental import multihost_utils
+
+        seen = [int(x) for x in np.ravel(multihost_utils.process_allgather(
+            np.int32(self.signum or 0))) if x]
+        if seen and self.signum is None:
+            self.signum = seen[0]
+        return bool(seen)
 
     def _handle(self, signum, frame):
         del frame

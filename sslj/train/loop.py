@@ -273,7 +273,8 @@ def train_and_evaluate(exp: Experiment, workdir: str, *, stop_at: int | None = N
                 state = state.replace(extra=sharding.replicate(mesh, extra))
                 writer.write(step, {f"refresh/{k}": v for k, v in stats.items()})
             is_eval = step % eval_every == 0 or step == num_steps
-            is_save = step % ckpt_every == 0 or step == end or stop.requested
+            stopping = stop.poll(step)
+            is_save = step % ckpt_every == 0 or step == end or stopping
             if step % log_every == 0 or is_eval or is_save:
                 host = jax.device_get(pending)
                 pending.clear()
@@ -299,7 +300,7 @@ def train_and_evaluate(exp: Experiment, workdir: str, *, stop_at: int | None = N
                 snapshot["train_time_s"] = prior_time + time.time() - t_start
                 ckpt.save(step, state, snapshot)
                 writer.flush()  # TensorBoard holds no event the checkpoint covers
-                if stop.requested:
+                if stopping:
                     raise RunInterrupted(stop.signum, step, workdir)
     finally:
         stop.__exit__()
