@@ -132,10 +132,11 @@ def user_errors():
     from sslj.data.sources import DataNotPreparedError
     from sslj.train.checkpoint import CheckpointError
     from sslj.train.loop import NonFiniteLossError
+    from sslj.train.memory import MemoryEstimateError
     from sslj.train.workdir import WorkdirConflict
 
     return (config_lib.ConfigError, DataNotPreparedError, WorkdirConflict, CheckpointError,
-            NonFiniteLossError, DistributedSetupError)
+            NonFiniteLossError, DistributedSetupError, MemoryEstimateError)
 
 
 def report_stop(e: BaseException):

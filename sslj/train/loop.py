@@ -35,7 +35,7 @@ from sslj.data import noise as noise_lib
 from sslj.data import pipeline, sources
 from sslj.data import splits as splits_lib
 from sslj.models import get_model
-from sslj.train import selection
+from sslj.train import memory, selection
 from sslj.train.checkpoint import Checkpointer
 from sslj.train.dynamics import learning_dynamics, plot_dynamics
 from sslj.train.evaluate import EvalSet, evaluate, make_predict
@@ -97,6 +97,15 @@ def build(config, method: TrainMethod, workdir: str | None = None, devices=None,
     splits = splits_lib.make_splits(dataset, config.split, int(config.seed))
     noise = noise_lib.apply(dataset.train_labels[splits.labeled], config.get("noise"),
                             splits.seen_classes, dataset, int(config.seed))
+    model = get_model(config.model, len(splits.seen_classes),
+                      dtype=jnp.dtype(config.get("compute_dtype", "float32")),
+                      **dict(method.model_options), **dict(config.get("model_kwargs", {})))
+    warn_short_bn_average(model, int(config.num_steps))
+    batches = {"batch_size": int(config.batch_size)}
+    if method.uses_unlabeled:
+        batches["unlabeled_batch_size"] = int(config.unlabeled_batch_size)
+    memory.check_batch_fits(model, dataset.image_shape,  # before anything is written
+                            {k: v // jax.process_count() for k, v in batches.items()})
     if workdir is not None and jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
         splits_lib.save_splits(splits, workdir)
@@ -108,10 +117,6 @@ def build(config, method: TrainMethod, workdir: str | None = None, devices=None,
                            **noise.summary()}, f, indent=2)
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
-    model = get_model(config.model, len(splits.seen_classes),
-                      dtype=jnp.dtype(config.get("compute_dtype", "float32")),
-                      **dict(method.model_options), **dict(config.get("model_kwargs", {})))
-    warn_short_bn_average(model, int(config.num_steps))
     method.set_data_sizes(labeled=len(splits.labeled), unlabeled=len(splits.unlabeled),
                           validation=len(splits.validation))
     return Experiment(config, dataset, splits, mesh, model, method,
