@@ -151,10 +151,17 @@ def for_method(config: ml_collections.ConfigDict, method: str,
             out.target.kind = target
             if not out.target.eps > 0 and "target.eps" not in explicit:
                 out.target.eps = targets.DEFAULT_EPS.get(target, 0.0)
-        for field, value in SPL_SUFFIXES.get(spl, {}).items():
-            out.spl[field] = value
+        suffix_fields = {f"spl.{k}": v for k, v in SPL_SUFFIXES.get(spl, {}).items()}
         for addon in run_addons(name):
-            set_fields(out, ADDON_SUFFIXES[addon])
+            suffix_fields.update(ADDON_SUFFIXES[addon])
+        for field, value in suffix_fields.items():  # the name and the user must agree
+            if field in explicit and checks.get_field(out, field) != value:
+                raise ConfigError(
+                    field, f"{checks.get_field(out, field)!r} was set, but the run name "
+                    f"{name!r} sets {value!r}; drop the setting or name the run that "
+                    f"means it" + (" (+spl_soft for a soft mask)" if field == "spl.mask"
+                                   else ""))
+        set_fields(out, suffix_fields)
         # add-ons the config itself turns on (--config.ns3l.enabled=True) select their
         # overrides as the suffix would
         for key in _override_keys(out.get("method_overrides", {}),

@@ -3,6 +3,7 @@ never ends a run; logs match the checkpoint; Ctrl-C saves and says how to resume
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -282,6 +283,20 @@ def test_signal_finishes_the_step_saves_and_says_how_to_resume(tmp_path, sig, co
 
 
 # ------------------------------------------------------------------ what the user says wins
+
+@pytest.mark.parametrize("name,field,value", [
+    ("pi_model+spl", "spl.mask", "soft"), ("pi_model+finetune", "spl.finetune_v1", False),
+    ("pi_model+spl_soft", "spl.enabled", False)])
+def test_a_setting_the_run_name_contradicts_is_refused(name, field, value):
+    """`--config.spl.mask=soft` with `pi_model+spl` (which means a hard mask) is not
+    silently replaced by the name's value: one error naming both."""
+    from sslj.config import for_method
+
+    base = tiny_config(**{field: value})
+    with pytest.raises(ConfigError, match=f"config.{field}: .*run name '{re.escape(name)}'"):
+        for_method(base, name, explicit={field})
+    assert for_method(base, name).spl.enabled  # not explicit: the name decides
+
 
 def test_explicit_setting_wins_over_method_overrides_and_modifier_defaults():
     from sslj.config import for_method
