@@ -190,7 +190,11 @@ def test_vat_passes_never_write_running_statistics(policy):
     only_clean = Forward(exp.model, state.params, state.batch_stats, policy)
     x = to_float(jnp.concatenate([batch["image"], batch["unlabeled_image"]]))
     only_clean(x, rng=jax.random.PRNGKey(0), clean=True)
-    chex.assert_trees_all_close(new_stats, only_clean.new_batch_stats, rtol=1e-6, atol=1e-7)
+    # new = m old + (1 - m) batch: the batch moments of one pass and of a pass among others
+    # differ by float32 reduction order, ~sqrt(n) eps relative over the n = 12 x 28 x 28
+    # values a channel's moments sum (1.2e-5), scaled by 1 - m
+    atol = 1e-7 + (1.0 - exp.model.bn_momentum) * 1.2e-5
+    chex.assert_trees_all_close(new_stats, only_clean.new_batch_stats, rtol=1e-6, atol=atol)
     assert not jax.tree.all(jax.tree.map(jnp.array_equal, new_stats, state.batch_stats))
 
 

@@ -113,6 +113,7 @@ def build(config, workdir: str | None, devices=None) -> loop.Experiment:
         model = get_model(config.model, len(exp.splits.seen_classes), one_vs_all=True,
                           dtype=jnp.dtype(config.get("compute_dtype", "float32")),
                           **dict(config.get("model_kwargs", {})))
+        model = loop.fit_bn_momentum(model, config)
     return dataclasses.replace(exp, config=cfg, model=model,
                                optimizer=make_optimizer(cfg.optimizer, int(cfg.num_steps)))
 
