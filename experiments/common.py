@@ -153,6 +153,22 @@ def report_stop(e: BaseException):
     return SystemExit(f"error: {e}")
 
 
+def out_of_memory(e: BaseException) -> bool:
+    """An allocation failure of XLA (RESOURCE_EXHAUSTED) or of the host."""
+    return isinstance(e, MemoryError) or (
+        type(e).__name__ in ("JaxRuntimeError", "XlaRuntimeError")
+        and "RESOURCE_EXHAUSTED" in str(e))
+
+
+def out_of_memory_message(name: str, cfg, e: BaseException) -> str:
+    """One line for a run that ran out of memory despite the up-front check (a lower
+    bound, `sslj.train.memory`): which run, the batch fields to lower."""
+    first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+    return (f"error: {name} ran out of memory ({first}) with batch_size={cfg.batch_size}, "
+            f"unlabeled_batch_size={cfg.unlabeled_batch_size}: lower them (checkpoints "
+            "already saved are kept)")
+
+
 def run_config(config, workdir: str, *, overwrite: bool = False,
                explicit=(), dry_run: bool = False) -> list[dict]:
     """Trains `config` (each method of `config.compare`) and prints the results table.
@@ -192,8 +208,13 @@ def run_config(config, workdir: str, *, overwrite: bool = False,
         shared = Pretrainings()
         for i in sorted(range(len(methods)), key=lambda i: bool(configs[i].spl.enabled)):
             cfg = configs[i]
-            results.append((i, run(cfg, outs[i], pretrained_dir=shared.lookup(cfg),
-                                   overwrite=overwrite)))
+            try:
+                results.append((i, run(cfg, outs[i], pretrained_dir=shared.lookup(cfg),
+                                       overwrite=overwrite)))
+            except Exception as e:
+                if out_of_memory(e):
+                    raise SystemExit(out_of_memory_message(methods[i], cfg, e)) from None
+                raise
             shared.record(cfg, outs[i])
         results = [r for _, r in sorted(results, key=lambda x: x[0])]
     except (*user_errors(), RunInterrupted, KeyboardInterrupt) as e:

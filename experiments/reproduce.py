@@ -164,7 +164,12 @@ def run_table(name: str, scale: str, seeds: int, workdir: str, sets=(),
             print(f"{label}: finished run reused", flush=True)
         else:
             print(label, flush=True)
-            r = run(cfg, out, pretrained_dir=done, overwrite=overwrite)
+            try:
+                r = run(cfg, out, pretrained_dir=done, overwrite=overwrite)
+            except Exception as e:
+                if common.out_of_memory(e):
+                    raise SystemExit(common.out_of_memory_message(row, cfg, e)) from None
+                raise
         shared.record(cfg, out)
         results.setdefault((row, value), []).append(r[table.metric])
         full.setdefault((row, value), []).append(r)
@@ -391,8 +396,7 @@ def main(argv=None):
                                    + f" --xla_cpu_max_isa={args.isa}").strip()
     workdir = args.workdir or os.path.join(
         "runs", f"{args.table}_{args.scale}" + (f"_{args.isa.lower()}" if args.isa else ""))
-    if not args.dry_run:
-        os.makedirs(workdir, exist_ok=True)
+    # the workdir is created by run_table once every run's config has passed its checks
     columns, rows = ([x for x in arg.split(",") if x] for arg in (args.columns, args.rows))
     from sslj.train.interrupt import RunInterrupted
 

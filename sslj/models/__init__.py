@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import flax.linen as nn
 
-from sslj.common.checks import ConfigError, check_choice
+from sslj.common.checks import ConfigError, check_bool, check_choice, check_number
 from sslj.models.convnet import CONV_IMPLS, DomainHead, ICNMnistNet, OneVsAll, SmallCNN
 from sslj.models.resnet import CifarResNet
 from sslj.models.wrn import WideResNet
@@ -66,8 +66,26 @@ def validate_config(config) -> None:
         if key not in model_arguments(config.model):
             raise ConfigError(f"model_kwargs.{key}", f"not an argument of {config.model}",
                               model_arguments(config.model))
-    if "conv_impl" in config.get("model_kwargs", {}):
+    kwargs = config.get("model_kwargs", {})
+    if "conv_impl" in kwargs:
         check_choice(config, "model_kwargs.conv_impl", CONV_IMPLS)
+    # the values, each by its meaning (the arguments are shared across models)
+    ranges = {"bn_momentum": {"low": 0.0, "high": 1.0, "high_open": True},
+              "dropout": {"low": 0.0, "high": 1.0, "high_open": True},
+              "slope": {"low": 0.0}, "depth": {"low": 1, "integer": True},
+              "widen_factor": {"low": 1, "integer": True}}
+    for key, bounds in ranges.items():
+        if key in kwargs:
+            check_number(config, f"model_kwargs.{key}", **bounds)
+    if "attention" in kwargs:
+        check_bool(config, "model_kwargs.attention")
+    if "widths" in kwargs:
+        widths = kwargs.widths if hasattr(kwargs, "widths") else kwargs["widths"]
+        if (isinstance(widths, (str, bytes)) or not hasattr(widths, "__len__") or not widths
+                or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1
+                           for w in widths)):
+            raise ConfigError("model_kwargs.widths", f"{widths!r} is not a non-empty "
+                              "sequence of positive integers", "e.g. (32, 64)")
     if "compute_dtype" in config:
         if config.compute_dtype == "float16":
             raise ConfigError("compute_dtype", "float16 needs loss scaling, which sslj does "

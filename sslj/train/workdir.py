@@ -169,10 +169,12 @@ def remove_run(path: str) -> None:
 class Claim:
     """A locked workdir (process 0) with its fingerprint recorded."""
 
-    def __init__(self, path: str, lock_file, created: tuple[str, ...] = ()):
+    def __init__(self, path: str, lock_file, created: tuple[str, ...] = (),
+                 before: tuple[str, ...] = ()):
         self.path = path
         self._lock_file = lock_file
         self._created = created  # what the claim itself made: directory and / or run.json
+        self._before = before  # the directory's entries when it was claimed
 
     def finish(self) -> None:
         """Marks the run finished (after its results.json is written)."""
@@ -180,18 +182,30 @@ class Claim:
             _update(self.path, finished=True)
 
     def abandon(self) -> None:
-        """Removes what the claim made when the run wrote nothing else (it failed before
-        any compute, e.g. on missing data): a failed start leaves no trace."""
-        if self._lock_file is None:
+        """After a failed run: when this run started fresh here (it recorded the
+        fingerprint) and saved no checkpoint, everything it wrote is removed, so a failed
+        start (missing data, a batch that ran out of memory, a NaN at step 1) leaves no
+        trace and a rerun with other settings needs no `--overwrite`. A run that saved a
+        checkpoint keeps it all (rerun to resume)."""
+        if self._lock_file is None or "run.json" not in self._created:
             return
-        ours = {FINGERPRINT_FILE, LOCK_FILE}
-        if not self._created or set(os.listdir(self.path)) - ours:
+        if _has_checkpoint(self.path):
             return
-        if "run.json" in self._created:
-            os.remove(os.path.join(self.path, FINGERPRINT_FILE))
         if "dir" in self._created:
             self.release()
             shutil.rmtree(self.path, ignore_errors=True)
+            return
+        for name in set(os.listdir(self.path)) - set(self._before) - {LOCK_FILE}:
+            target = os.path.join(self.path, name)
+            if os.path.isdir(target) and not os.path.islink(target):
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.remove(target)
+        if LOCK_FILE not in self._before:
+            self.release()
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(self.path, LOCK_FILE))
 
     def release(self) -> None:
         if self._lock_file is not None:
@@ -245,6 +259,7 @@ def claim(config, path: str, *, overwrite: bool = False) -> Claim:
     if jax.process_index() != 0:
         return Claim(path, None)
     created = () if os.path.isdir(path) else ("dir",)
+    before = tuple(os.listdir(path)) if not created else ()
     handle = lock(path)
     try:
         new = fingerprint(config)
@@ -254,6 +269,7 @@ def claim(config, path: str, *, overwrite: bool = False) -> Claim:
             remove_run(path)
             handle = lock(path)
             old = None
+            created, before = ("dir",), ()  # all of it is this run's now
         if not os.path.isfile(os.path.join(path, FINGERPRINT_FILE)):
             file = os.path.join(path, FINGERPRINT_FILE)
             with open(file + ".tmp", "w") as f:  # atomic: a kill never leaves half a file
@@ -263,7 +279,15 @@ def claim(config, path: str, *, overwrite: bool = False) -> Claim:
     except BaseException:
         handle.close()
         raise
-    return Claim(path, handle, created)
+    return Claim(path, handle, created, before)
+
+
+def _has_checkpoint(path: str) -> bool:
+    """Whether any `checkpoints/<step>` directory exists at or below `path`."""
+    for root, dirs, _ in os.walk(path):
+        if os.path.basename(root) == "checkpoints" and any(d.isdigit() for d in dirs):
+            return True
+    return False
 
 
 __all__ = ["Claim", "FINGERPRINT_FILE", "LOCK_FILE", "NEUTRAL_FIELDS", "WorkdirConflict",
