@@ -496,3 +496,19 @@ def test_out_of_range_model_arguments_are_refused():
         with pytest.raises(ConfigError, match=f"model_kwargs.{field}"):
             validate(tiny_config(**{f"model_kwargs.{field}": value}))
     validate(tiny_config(**{"model_kwargs.bn_momentum": 0.9, "model_kwargs.widths": (8, 16)}))
+
+
+def test_asyncio_report_of_an_abandoned_orbax_read_is_dropped():
+    import logging
+
+    from sslj.train.checkpoint import AbandonedReadFilter
+
+    def record(msg, exc):
+        return logging.LogRecord("asyncio", logging.ERROR, "base_events.py", 1, msg, None,
+                                 (type(exc), exc, None) if exc else None)
+
+    keep = AbandonedReadFilter().filter
+    read = Exception("Encountered error while reading array index: (slice(0, 3, 1),)")
+    assert not keep(record("Task exception was never retrieved\nfuture: <Task>", read))
+    assert keep(record("Task exception was never retrieved", ValueError("other")))
+    assert keep(record("something else", read))
