@@ -1,0 +1,819 @@
+"""sslj's train steps against the same steps in PyTorch eager, side by side on the CPU.
+
+    pip install -e ".[bench]"      # PyTorch (a CPU-only wheel is enough); sslj never needs it
+    python experiments/benchmarks/vs_pytorch.py [--models wrn28_2,cnn_small]
+        [--methods supervised,pi_model,mean_teacher,vat_fd] [--batch 64] [--rounds 5]
+        [--steps 5] [--out DIR]
+    python experiments/benchmarks/vs_pytorch.py --quick     # cnn_small; supervised, pi_model
+
+What is measured: for each (model, method), one whole training step of sslj (the jitted
+`sslj.train.step` step that `step_throughput.build_step` builds from the default config)
+and the same step written in PyTorch eager in this file: the same network (same layer
+shapes, parameter count and initial weights, copied from sslj's), the same augmentation
+(uint8 -> [-1, 1], the flip on 3-channel images, the reflect-padded random translation by
+`data.crop_pad`, Gaussian noise `data.noise_std`, all inside the step as sslj does them),
+the same passes and losses, the same optimizer (Adam; weight decay as `config.optimizer`
+says), the evaluation EMA of the weights, the Mean Teacher's EMA teacher, and the scalar
+metrics sslj's step returns (loss terms, L2 norms of gradients, weights and updates).
+Methods: `supervised` (cross-entropy on B labeled images); `pi_model` (clean pass over
+labeled + unlabeled, a second stochastic pass with frozen BatchNorm statistics as the
+target, no gradient through it, softmax MSE); `mean_teacher` (the teacher's pass instead
+of the second one, EMA of the teacher's weights and statistics after the optimizer
+step); `vat_fd` (VAT with Oliver's finite-difference probe: clean pass, reference pass
+over the unlabeled images, one power iteration as a forward and a backward to the input
+at xi d, the adversarial pass, KL). Labeled batch B plus B unlabeled images for the SSL
+methods, float32, MNIST-shaped (28x28x1) images for cnn_small, CIFAR-shaped (32x32x3)
+for wrn28_2. The PyTorch models run in channels_last memory format with
+`torch.set_num_threads(os.cpu_count())`; JAX runs with the XLA flags that
+`experiments/common.py` sets (imported first).
+
+How: a numeric check first (always on, cheap): per model, sslj's initial weights are
+copied into the PyTorch net and the logits of both on one random batch must agree, in
+inference mode (running statistics) and in training mode (batch statistics), to
+|diff| <= 1e-4 max|logit| + 1e-5, and so must the BatchNorm running means after one
+training pass; the maximal differences are printed. Then every sslj step is compiled
+and every PyTorch step warmed up; then R rounds, each timing every (model, method) for S
+steps in sslj and in PyTorch in turn (the order of the two flips every round). Reported
+per (model, method): the median ms per step of each, their ratio sslj / PyTorch (below
+1: sslj is faster), and the load columns. Results go to `vs_pytorch.md` and
+`vs_pytorch.json` in a fresh `runs/benchmarks/<UTC time>/` folder, or in `--out`.
+
+Reading the load columns. `foreign cores`: the CPU time that processes other than this
+one (and its children) used while a step was being timed, divided by the wall time:
+0.5 means another job kept half a core busy. It is /proc/stat's busy jiffies of the
+whole machine less this process's own CPU time (10 ms ticks, so a short slice reads
+within about +-0.02 s / its length; values below 0 are shown as 0). A round whose
+foreign load is above `--foreign-limit` (0.15 cores) is flagged and repeated, at most
+`--max-retries` times in all (default: the number of rounds); if the clean rounds are
+still too few, the least loaded flagged rounds fill in and the row's `noisy rounds`
+column counts them. Numbers from such rows are not comparable to an idle machine's.
+`own cores`: this process's CPU seconds per wall second while that framework's steps
+ran: near the core count when the step keeps every core busy, below it when it runs
+serial stretches or, under foreign load, waits for a core. Both frameworks share this
+one process; each one's threads sit idle while the other one's steps run.
+`load avg`: the 1-minute load average at the end of the rounds used (the median); it
+counts this benchmark's own threads too, so on an otherwise idle machine it sits near
+the number of cores the steps keep busy, and only the foreign column isolates others.
+
+What differs from sslj's step, by construction: sslj multiplies every weight by its
+(all-ones) SPL mask before each pass and gates the update with it; the PyTorch step has
+no masks. The random numbers come from each framework's own generator (VAT's random
+direction from `torch.randn`, not per-example folded keys). PyTorch's BatchNorm keeps an
+unbiased running variance where Flax keeps the biased one (same cost). The strided 3x3
+convolutions use XLA's SAME padding (0 above/left, 1 below/right), so the PyTorch net
+pads explicitly there, as the weights would otherwise see other pixels. The learning
+rate and the consistency ramp are computed on the host (Python floats) in PyTorch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from experiments import common  # noqa: E402,F401  (XLA flags before JAX starts)
+from experiments.benchmarks.step_throughput import SHAPES, VARIANTS, build_step  # noqa: E402
+
+try:  # optional: `pip install -e ".[bench]"`
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+except ImportError:  # main() says how to install it and exits 2
+    torch = F = nn = None
+
+INSTALL = 'pip install -e ".[bench]"'
+MODELS = ("wrn28_2", "cnn_small")
+METHODS = ("supervised", "pi_model", "mean_teacher", "vat_fd")
+QUICK = {"models": "cnn_small", "methods": "supervised,pi_model", "rounds": 2, "steps": 3}
+NUM_CLASSES = 10
+WRN28_2_PARAMS = 1_467_610  # sslj/models/wrn.py's docstring, for 10 classes
+
+
+# ----------------------------------------------------------------------------- config
+
+def method_config(model_name: str, method_name: str, batch: int):
+    """The config `step_throughput.build_step` trains (kept in step with it)."""
+    from experiments.configs.default import get_config
+    from sslj import config as config_lib
+
+    base, fields = VARIANTS.get(method_name, (method_name, {}))
+    cfg = config_lib.set_fields(config_lib.for_method(get_config(), base), fields)
+    cfg.model, cfg.batch_size, cfg.unlabeled_batch_size = model_name, batch, batch
+    cfg.split.seen_classes = tuple(range(NUM_CLASSES))
+    cfg.data.flip = SHAPES[model_name][-1] == 3
+    # what the PyTorch step below implements; anything else would time another step
+    checks = {"optimizer.name": cfg.optimizer.name == "adam",
+              "bn_update": cfg.bn_update == "clean", "target.kind": cfg.target.kind == "cce",
+              "entmin.weight": float(cfg.entmin.weight) == 0.0,
+              "compute_dtype": cfg.compute_dtype == "float32",
+              "model_kwargs": not dict(cfg.model_kwargs),
+              "pi_model.stop_gradient_target": bool(cfg.pi_model.stop_gradient_target),
+              "optimizer.schedule": cfg.optimizer.schedule in ("staircase", "constant"),
+              "ramp.kind": cfg.ramp.kind in ("oliver_exp", "constant", "linear"),
+              "ns3l.enabled": not cfg.ns3l.enabled}
+    if base == "vat":
+        checks["vat.probe"] = cfg.vat.probe == "finite_difference"
+    bad = [k for k, ok in checks.items() if not ok]
+    if bad:
+        raise SystemExit(f"error: the PyTorch step does not implement {method_name}'s "
+                         f"settings {bad}")
+    return cfg
+
+
+def host_ramp(kind: str, steps: int, t: int) -> float:
+    """`sslj.train.schedules.ramp` as a Python float."""
+    if kind == "constant" or steps <= 0:
+        return 1.0
+    x = min(max(t / steps, 0.0), 1.0)
+    return math.exp(-5.0 * (1.0 - x) ** 2) if kind == "oliver_exp" else x
+
+
+def host_lr(opt_cfg, t: int) -> float:
+    """`sslj.train.schedules.learning_rate` (staircase / constant) as a Python float."""
+    lr = float(opt_cfg.lr)
+    if opt_cfg.schedule == "staircase":
+        bounds = opt_cfg.decay_steps
+        for b in (bounds,) if isinstance(bounds, int) else bounds:
+            if t >= int(b):
+                lr *= float(opt_cfg.decay_factor)
+    return lr
+
+
+# ----------------------------------------------------------------------------- models
+
+if torch is not None:
+    class BN(nn.BatchNorm2d):
+        """Flax's `nn.BatchNorm` (epsilon 1e-3, Flax momentum m = running-average decay,
+        PyTorch momentum 1 - m). Writes its running statistics only while its net's
+        `flags["update_stats"]` is True (sslj's clean pass); otherwise a training-mode
+        pass normalises with the batch statistics and writes nothing (the perturbed,
+        teacher and VAT passes)."""
+
+        def __init__(self, channels: int, flax_momentum: float, flags: dict, path):
+            super().__init__(channels, eps=1e-3, momentum=1.0 - flax_momentum)
+            self.flags, self.flax_path = flags, path
+
+        def forward(self, x):
+            write = not self.training or self.flags["update_stats"]
+            return F.batch_norm(x, self.running_mean if write else None,
+                                self.running_var if write else None, self.weight, self.bias,
+                                self.training, self.momentum, self.eps)
+
+    class SameConv(nn.Conv2d):
+        """Bias-free conv with XLA's SAME padding: (k - 1) / 2 on each side at stride 1;
+        at stride s, total max((ceil(n / s) - 1) s + k - n, 0), the smaller half first
+        (0 above/left and 1 below/right for 3x3 / 2 on an even size)."""
+
+        def __init__(self, cin: int, cout: int, k: int, stride: int, path):
+            super().__init__(cin, cout, k, stride, padding=k // 2 if stride == 1 else 0,
+                             bias=False)
+            self.flax_path = path
+
+        def forward(self, x):
+            if self.stride[0] > 1:
+                pads = []
+                for n in (x.shape[3], x.shape[2]):  # F.pad: last dim first
+                    total = max((-(-n // self.stride[0]) - 1) * self.stride[0]
+                                + self.kernel_size[0] - n, 0)
+                    pads += [total // 2, total - total // 2]
+                if any(pads):
+                    x = F.pad(x, pads)
+            return super().forward(x)
+
+    def _linear(cin: int, cout: int, path):
+        layer = nn.Linear(cin, cout)
+        layer.flax_path = path
+        return layer
+
+    class Net(nn.Module):
+        """Base: `flags` shared by the BatchNorm layers; `update_stats(False)` freezes them."""
+
+        def __init__(self, slope: float):
+            super().__init__()
+            self.flags, self.slope = {"update_stats": True}, slope
+
+        def act(self, x):
+            return F.leaky_relu(x, self.slope, inplace=True)  # only ever on a fresh tensor
+
+    class Unit(nn.Module):
+        """`sslj.models.wrn.ResidualUnit`: pre-activation, strided 1x1 shortcut conv when
+        the width changes; `activate_before_residual`: the shortcut is the activation."""
+
+        def __init__(self, net, cin, cout, stride, abr, path):
+            super().__init__()
+            self.slope, self.abr = net.slope, abr
+            self.bn0 = BN(cin, 0.999, net.flags, (path, "BatchNorm_0"))
+            self.conv0 = SameConv(cin, cout, 3, stride, (path, "Conv_0"))
+            self.bn1 = BN(cout, 0.999, net.flags, (path, "BatchNorm_1"))
+            self.conv1 = SameConv(cout, cout, 3, 1, (path, "Conv_1"))
+            self.conv1x1 = (SameConv(cin, cout, 1, stride, (path, "conv1x1"))
+                            if cin != cout else None)
+
+        def act(self, x):
+            return F.leaky_relu(x, self.slope, inplace=True)
+
+        def forward(self, x):
+            if self.abr:
+                x = self.act(self.bn0(x))
+                shortcut = x
+            else:
+                shortcut = x
+                x = self.act(self.bn0(x))
+            y = self.conv1(self.act(self.bn1(self.conv0(x))))
+            if self.conv1x1 is not None:
+                shortcut = self.conv1x1(shortcut)
+            return y + shortcut
+
+    class WRN(Net):
+        """`sslj.models.wrn.WideResNet` (depth 28, widen factor 2 by default)."""
+
+        def __init__(self, num_classes: int, depth: int = 28, widen: int = 2,
+                     slope: float = 0.1):
+            super().__init__(slope)
+            self.init_conv = SameConv(3, 16, 3, 1, ("init_conv",))
+            units, cin, k = [], 16, 0
+            for stage, stride in enumerate((1, 2, 2)):
+                width = 16 * widen * 2 ** stage
+                for i in range((depth - 4) // 6):
+                    units.append(Unit(self, cin, width, stride if i == 0 else 1,
+                                      stage == 0 and i == 0, f"ResidualUnit_{k}"))
+                    cin, k = width, k + 1
+            self.units = nn.Sequential(*units)
+            self.final_bn = BN(cin, 0.999, self.flags, ("final_bn",))
+            self.classifier = _linear(cin, num_classes, ("classifier",))
+
+        def forward(self, x):
+            x = self.act(self.final_bn(self.units(self.init_conv(x))))
+            return self.classifier(x.mean((2, 3)))
+
+    class SmallCNN(Net):
+        """`sslj.models.convnet.SmallCNN` (widths (32, 64): cnn_small; dropout 0)."""
+
+        def __init__(self, num_classes: int, widths=(32, 64), in_channels: int = 1,
+                     bn_momentum: float = 0.99, slope: float = 0.1):
+            super().__init__(slope)
+            layers, cin = [], in_channels
+            for width in widths:
+                for _ in range(2):
+                    i = len(layers)
+                    layers.append(nn.ModuleList([
+                        SameConv(cin, width, 3, 1, (f"Conv_{i}",)),
+                        BN(width, bn_momentum, self.flags, (f"BatchNorm_{i}",))]))
+                    cin = width
+            self.layers = nn.ModuleList(layers)
+            self.classifier = _linear(cin, num_classes, ("classifier",))
+
+        def forward(self, x):
+            for i, (conv, bn) in enumerate(self.layers):
+                x = self.act(bn(conv(x)))
+                if i % 2 == 1 and min(x.shape[2:]) >= 4:
+                    x = F.max_pool2d(x, 2, 2)
+            return self.classifier(x.mean((2, 3)))
+
+
+def torch_net(model_name: str, params, batch_stats):
+    """The PyTorch twin of sslj's `model_name`, channels_last, holding sslj's weights
+    (numpy trees `params`, `batch_stats`: HWIO kernels -> OIHW, Dense (in, out) -> (out,
+    in), BatchNorm scale/bias/mean/var -> weight/bias/running_mean/running_var)."""
+    import numpy as np
+
+    if model_name == "wrn28_2":
+        net = WRN(NUM_CLASSES)
+    elif model_name == "cnn_small":
+        net = SmallCNN(NUM_CLASSES, in_channels=SHAPES[model_name][-1])
+    else:
+        raise SystemExit(f"error: no PyTorch twin of {model_name!r}; allowed: {MODELS}")
+    net = net.to(memory_format=torch.channels_last)
+
+    def get(tree, path):
+        for key in path:
+            tree = tree[key]
+        return tree
+
+    def put(dst, src):
+        src = torch.from_numpy(np.array(src, dtype=np.float32))  # a writable copy
+        if tuple(dst.shape) != tuple(src.shape):
+            raise ValueError(f"shape {tuple(src.shape)} into {tuple(dst.shape)}")
+        dst.copy_(src)
+
+    loaded = 0
+    with torch.no_grad():
+        for mod in net.modules():
+            path = getattr(mod, "flax_path", None)
+            if path is None:
+                continue
+            p = get(params, path)
+            if isinstance(mod, BN):
+                s = get(batch_stats, path)
+                put(mod.weight, p["scale"])
+                put(mod.bias, p["bias"])
+                put(mod.running_mean, s["mean"])
+                put(mod.running_var, s["var"])
+            elif isinstance(mod, nn.Conv2d):
+                put(mod.weight, np.transpose(p["kernel"], (3, 2, 0, 1)))
+            else:
+                put(mod.weight, np.transpose(p["kernel"]))
+                put(mod.bias, p["bias"])
+            loaded += sum(np.size(v) for v in p.values())
+    count = sum(t.numel() for t in net.parameters())
+    if loaded != count:
+        raise AssertionError(f"{model_name}: {loaded} sslj weights loaded into {count}")
+    return net
+
+
+def set_update_stats(net, on: bool) -> None:
+    net.flags["update_stats"] = on
+
+
+# ----------------------------------------------------------------------------- the step
+
+def to_float(x):
+    """uint8 [0, 255] -> float32 [-1, 1] (`sslj.data.augment.to_float`)."""
+    return x.float() * (2.0 / 255.0) - 1.0
+
+
+def _reflect(idx, n: int):
+    idx = idx.abs()
+    return torch.where(idx > n - 1, 2 * (n - 1) - idx, idx)
+
+
+def weak(x, *, flip: bool, crop_pad: int, noise_std: float):
+    """`sslj.data.augment.weak` on float NHWC images; returns NCHW in channels_last
+    memory (a view of the NHWC result). Per example: flip with probability 1/2, a random
+    crop of the reflect-padded image (as one gather, the padding folded into its
+    indices), then Gaussian noise."""
+    n, h, w, _ = x.shape
+    if flip:
+        x = torch.where((torch.rand(n) < 0.5)[:, None, None, None], x.flip(2), x)
+    if crop_pad > 0:
+        oy = torch.randint(0, 2 * crop_pad + 1, (n, 1))
+        ox = torch.randint(0, 2 * crop_pad + 1, (n, 1))
+        rows = _reflect(oy + torch.arange(h) - crop_pad, h)
+        cols = _reflect(ox + torch.arange(w) - crop_pad, w)
+        x = x[torch.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    if noise_std > 0:
+        x = x + noise_std * torch.randn_like(x)
+    return x.permute(0, 3, 1, 2)
+
+
+def softmax_mse(logits, target_logits):
+    return (F.softmax(logits, -1) - F.softmax(target_logits, -1)).square().mean()
+
+
+def kl(p_logits, q_logits):
+    """Per-example KL(p || q) from logits (`sslj.losses.kl_divergence`)."""
+    logp, logq = F.log_softmax(p_logits, -1), F.log_softmax(q_logits, -1)
+    return (logp.exp() * (logp - logq)).sum(-1)
+
+
+def vat_normalize(d):
+    """Per example: d / (max|d| + 1e-12), then / sqrt(sum d^2 + 1e-6) (`vat.normalize`)."""
+    d = d / (1e-12 + d.abs().amax((1, 2, 3), keepdim=True))
+    return d / (1e-6 + d.square().sum((1, 2, 3), keepdim=True)).sqrt()
+
+
+def _l2(tensors):
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
+
+
+class TorchStep:
+    """One (model, method) train step in PyTorch eager, mirroring `sslj.train.step`."""
+
+    def __init__(self, model_name, method_name, cfg, params, batch_stats, host):
+        self.method = VARIANTS.get(method_name, (method_name, {}))[0]
+        self.cfg, self.t = cfg, 0
+        self.net = torch_net(model_name, params, batch_stats).train()
+        self.params = list(self.net.parameters())
+        self.aug = dict(flip=bool(cfg.data.flip), crop_pad=int(cfg.data.crop_pad),
+                        noise_std=float(cfg.data.noise_std))
+        self.images = torch.from_numpy(host["image"])  # uint8 NHWC, as sslj's batch
+        self.labels = torch.from_numpy(host["label"]).long()
+        self.unlabeled = (torch.from_numpy(host["unlabeled_image"])
+                          if "unlabeled_image" in host else None)
+        opt = cfg.optimizer
+        wd = float(opt.weight_decay)
+        decay_all = opt.get("decay_params", "kernels") == "all"
+        kernels = [m.weight for m in self.net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        decayed = self.params if decay_all else kernels
+        rest = [p for p in self.params if not any(p is q for q in decayed)]
+        groups = [{"params": decayed, "weight_decay": wd},
+                  {"params": rest, "weight_decay": 0.0}]
+        cls = torch.optim.AdamW if opt.decoupled_weight_decay and wd > 0 else torch.optim.Adam
+        kwargs = dict(lr=host_lr(opt, 0), betas=(float(opt.b1), float(opt.b2)),
+                      eps=float(opt.eps))
+        try:
+            self.opt, self.adam = cls(groups, fused=True, **kwargs), "fused"
+        except (RuntimeError, TypeError, ValueError):
+            self.opt, self.adam = cls(groups, foreach=True, **kwargs), "foreach"
+        with torch.no_grad():
+            self.ema = [p.detach().clone() for p in self.params]
+        if self.method == "mean_teacher":  # starts as a copy of the student (init_extra)
+            self.teacher = torch_net(model_name, params, batch_stats).train()
+            self.teacher.requires_grad_(False)
+            set_update_stats(self.teacher, False)
+            self.teacher_params = list(self.teacher.parameters())
+            self.teacher_buffers = [b for n, b in self.teacher.named_buffers()
+                                    if n.endswith(("running_mean", "running_var"))]
+            self.student_buffers = [b for n, b in self.net.named_buffers()
+                                    if n.endswith(("running_mean", "running_var"))]
+
+    def _second_pass(self, net, xl, xu, over: str):
+        """The Pi target / teacher pass (`methods.base.target_pass`), no gradient, frozen
+        statistics."""
+        x = xu if over == "unlabeled" else torch.cat([xl, xu])
+        frozen = net.flags["update_stats"]
+        set_update_stats(net, False)
+        with torch.no_grad():
+            out = net(weak(x, **self.aug))
+        set_update_stats(net, frozen)
+        return out if over == "unlabeled" else out[xl.shape[0]:]
+
+    def _vat_perturbation(self, xu):
+        """Oliver's finite-difference power iteration on the incoming weights: reference
+        pass, then per iteration a forward at x + xi d and a backward to the input only."""
+        v = self.cfg.vat
+        if v.divergence == "perturbed_clean":
+            div = lambda clean, perturbed: kl(perturbed, clean)
+        else:
+            div = lambda clean, perturbed: kl(clean, perturbed)
+        with torch.no_grad():
+            reference = self.net(xu)
+        d = vat_normalize(torch.randn_like(xu))
+        for _ in range(int(v.power_iterations)):
+            r = (float(v.xi) * d).requires_grad_(True)
+            (g,) = torch.autograd.grad(div(reference, self.net(xu + r)).sum(), r)
+            d = vat_normalize(g)
+        return (float(v.eps) * d).detach(), div
+
+    def __call__(self):
+        cfg, t, net = self.cfg, self.t, self.net
+        xl = to_float(self.images)
+        n = xl.shape[0]
+        ramp = host_ramp(cfg.ramp.kind, int(cfg.ramp.steps), t)
+        values, weights = {}, {"xe": 1.0}
+        if self.method == "supervised":
+            logits = net(weak(xl, **self.aug))
+        else:
+            xu = to_float(self.unlabeled)
+            x = weak(torch.cat([xl, xu]), **self.aug)
+            out = net(x)  # the clean pass: writes the running statistics
+            logits, logits_u = out[:n], out[n:]
+            if self.method == "pi_model":
+                target = self._second_pass(net, xl, xu, cfg.pi_model.target_pass)
+                values["pi"] = softmax_mse(logits_u, target)
+                weights["pi"] = float(cfg.pi_model.weight) * ramp
+            elif self.method == "mean_teacher":
+                target = self._second_pass(self.teacher, xl, xu,
+                                           cfg.mean_teacher.target_pass)
+                values["mt"] = softmax_mse(logits_u, target)
+                weights["mt"] = float(cfg.mean_teacher.weight) * ramp
+            elif self.method == "vat":
+                xu_aug = x[n:].detach()
+                set_update_stats(net, False)  # every VAT pass: batch statistics, no writes
+                r_adv, div = self._vat_perturbation(xu_aug)
+                logits_adv = net(xu_aug + r_adv)
+                set_update_stats(net, True)
+                values["vat"] = div(logits_u.detach(), logits_adv).mean()
+                weights["vat"] = float(cfg.vat.weight) * ramp
+            else:
+                raise SystemExit(f"error: no PyTorch step for {self.method!r}")
+        values["xe"] = F.cross_entropy(logits, self.labels)
+        total = sum(weights[k] * v for k, v in values.items())
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        lr = host_lr(cfg.optimizer, t)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        with torch.no_grad():
+            grads = [p.grad for p in self.params]
+            old = torch._foreach_mul(self.params, 1.0)
+            self.opt.step()
+            metrics = {"losses/total": total.detach(), "monitors/l2_grads": _l2(grads),
+                       "monitors/l2_params": _l2(self.params),
+                       "monitors/l2_updates": _l2(torch._foreach_sub(self.params, old)),
+                       **{f"losses/{k}": v.detach() for k, v in values.items()}}
+            torch._foreach_lerp_(self.ema, self.params, 1.0 - float(cfg.ema_decay))
+            if self.method == "mean_teacher":
+                a = 1.0 - float(cfg.mean_teacher.ema_decay)
+                torch._foreach_lerp_(self.teacher_params, self.params, a)
+                torch._foreach_lerp_(self.teacher_buffers, self.student_buffers, a)
+        self.t += 1
+        return metrics
+
+
+# ----------------------------------------------------------------------------- parity
+
+def parity_check(model_name: str, model, params, batch_stats, batch: int) -> dict:
+    """sslj's and the PyTorch net's logits on one random batch, in inference and in
+    training mode, and the running means after that training pass; AssertionError when
+    a difference exceeds 1e-4 max|value| + 1e-5."""
+    import jax
+    import numpy as np
+
+    x = np.random.default_rng(2).uniform(-1.0, 1.0, (batch, *SHAPES[model_name]))
+    x = x.astype(np.float32)
+    variables = {"params": params, "batch_stats": batch_stats}
+    eval_j = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x))
+    train_j, upd = jax.jit(lambda v, x: model.apply(v, x, train=True,
+                                                    mutable=["batch_stats"]))(variables, x)
+    net = torch_net(model_name, params, batch_stats)
+    xt = torch.from_numpy(x).permute(0, 3, 1, 2)  # channels_last NCHW view
+    with torch.no_grad():
+        eval_t = net.eval()(xt).numpy()
+        train_t = net.train()(xt).numpy()  # writes the running statistics, as Flax did
+    means_t = np.concatenate([m.running_mean.numpy() for m in net.modules()
+                              if isinstance(m, BN)])
+    means_j = []
+    for m in net.modules():
+        if isinstance(m, BN):
+            node = upd["batch_stats"]
+            for key in m.flax_path:
+                node = node[key]
+            means_j.append(np.asarray(node["mean"]))
+    means_j = np.concatenate(means_j)
+    out = {}
+    for name, a, b in (("eval_logits", eval_j, eval_t), ("train_logits", np.asarray(train_j),
+                                                          train_t),
+                       ("running_mean", means_j, means_t)):
+        diff = float(np.max(np.abs(a - b)))
+        tol = 1e-4 * float(np.max(np.abs(a))) + 1e-5
+        out[name] = {"max_abs_diff": diff, "tolerance": tol, "max_abs": float(np.max(np.abs(a)))}
+        print(f"parity {model_name} {name}: max |sslj - torch| = {diff:.3g} "
+              f"(tolerance {tol:.3g}, max |value| {out[name]['max_abs']:.3g})",
+              file=sys.stderr, flush=True)
+        if not diff <= tol:
+            raise AssertionError(f"{model_name}: {name} differ by {diff:.3g} > {tol:.3g}: "
+                                 "the PyTorch net is not sslj's network")
+    return out
+
+
+# ----------------------------------------------------------------------------- load
+
+class LoadMeter:
+    """CPU seconds used by other processes: /proc/stat's busy time of the machine less
+    this process's own (and its waited-for children's) CPU time (`os.times`)."""
+
+    def __init__(self):
+        self.hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.ok = os.path.exists("/proc/stat")
+
+    def read(self):
+        own = os.times()
+        own = own.user + own.system + own.children_user + own.children_system
+        busy = None
+        if self.ok:
+            with open("/proc/stat") as f:
+                v = [int(x) for x in f.readline().split()[1:]]
+            # busy = all - idle - iowait; guest time is already inside user / nice
+            busy = (sum(v[:8]) - v[3] - v[4]) / self.hz
+        return time.perf_counter(), busy, own
+
+    @staticmethod
+    def foreign_cores(a, b):
+        """Foreign CPU seconds per wall second between readings `a` and `b` (None off
+        Linux), and the wall seconds."""
+        wall = b[0] - a[0]
+        if a[1] is None or wall <= 0:
+            return None, wall
+        return max(0.0, ((b[1] - a[1]) - (b[2] - a[2])) / wall), wall
+
+    @staticmethod
+    def own_cores(a, b):
+        """This process's CPU seconds per wall second between readings `a` and `b`."""
+        wall = b[0] - a[0]
+        return (b[2] - a[2]) / wall if wall > 0 else None
+
+
+# ----------------------------------------------------------------------------- main
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=None, help=f"comma list of {MODELS} "
+                        f"(default: all; --quick: {QUICK['models']})")
+    parser.add_argument("--methods", default=None, help=f"comma list of {METHODS} "
+                        f"(default: all; --quick: {QUICK['methods']})")
+    parser.add_argument("--batch", type=int, default=64,
+                        help="labeled batch (= unlabeled batch of the SSL methods)")
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 5)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="steps timed per case per round (default 5)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed PyTorch steps per case")
+    parser.add_argument("--foreign-limit", type=float, default=0.15,
+                        help="a round with more foreign cores is flagged and repeated")
+    parser.add_argument("--max-retries", type=int, default=None,
+                        help="flagged rounds repeated at most this often (default: --rounds)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"{QUICK['models']}; {QUICK['methods']}; {QUICK['rounds']} "
+                        f"rounds of {QUICK['steps']} steps unless given")
+    parser.add_argument("--out", default=None, help="folder for vs_pytorch.{md,json} "
+                        "(default: a fresh runs/benchmarks/<UTC time> folder)")
+    args = parser.parse_args(argv)
+    if torch is None:
+        print(f"vs_pytorch needs PyTorch, which sslj does not install: {INSTALL}",
+              file=sys.stderr)
+        raise SystemExit(2)
+    defaults = QUICK if args.quick else {"models": ",".join(MODELS),
+                                         "methods": ",".join(METHODS), "rounds": 5, "steps": 5}
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    models, methods = args.models.split(","), args.methods.split(",")
+    for name, given, allowed in (("model", models, MODELS), ("method", methods, METHODS)):
+        bad = [g for g in given if g not in allowed]
+        if bad:
+            parser.error(f"unknown {name} {bad}; allowed: {list(allowed)}")
+    if args.rounds < 1 or args.steps < 1:
+        parser.error("--rounds and --steps must be at least 1")
+    max_retries = args.rounds if args.max_retries is None else args.max_retries
+
+    import jax
+    import numpy as np
+
+    from sslj.models import get_model
+
+    threads = os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    print(f"PyTorch {torch.__version__}: torch.set_num_threads({threads}) (os.cpu_count()); "
+          f"JAX {jax.__version__} on {jax.devices()[0].platform}, XLA_FLAGS="
+          f"{os.environ.get('XLA_FLAGS', '')!r}", file=sys.stderr, flush=True)
+
+    parity, cases, adam = {}, {}, set()
+    for model_name in models:
+        first = True
+        for method_name in methods:
+            print(f"building {model_name} {method_name}: sslj (compiling) ...",
+                  file=sys.stderr, flush=True)
+            step, state, batch, images = build_step(model_name, method_name, args.batch)
+            if first:  # every case starts from the same sslj init (PRNGKey(0))
+                params = jax.device_get(state.params)
+                stats = jax.device_get(state.batch_stats)
+                n_sslj = sum(np.size(x) for x in jax.tree.leaves(params))
+                if model_name == "wrn28_2" and n_sslj != WRN28_2_PARAMS:
+                    raise AssertionError(f"sslj's wrn28_2 has {n_sslj} parameters, "
+                                         f"not {WRN28_2_PARAMS}")
+                parity[model_name] = parity_check(
+                    model_name, get_model(model_name, NUM_CLASSES), params, stats,
+                    min(args.batch, 32))
+                parity[model_name]["parameters"] = n_sslj
+                first = False
+            host = {k: np.array(v) for k, v in batch.items()}  # writable copies
+            state, _ = step(state, batch)  # compile
+            jax.block_until_ready(state)
+            print(f"building {model_name} {method_name}: PyTorch (warm-up) ...",
+                  file=sys.stderr, flush=True)
+            cfg = method_config(model_name, method_name, args.batch)
+            tstep = TorchStep(model_name, method_name, cfg, params, stats, host)
+            n_torch = sum(p.numel() for p in tstep.params)
+            if n_torch != n_sslj:
+                raise AssertionError(f"{model_name}: PyTorch {n_torch} parameters, "
+                                     f"sslj {n_sslj}")
+            adam.add(tstep.adam)
+            for _ in range(args.warmup):
+                tstep()
+            cases[(model_name, method_name)] = {"sslj": [step, state, batch], "torch": tstep,
+                                                "images": images}
+
+    meter = LoadMeter()
+    rounds = []
+    attempts = 0
+    while (sum(not r["flagged"] for r in rounds) < args.rounds
+           and attempts < args.rounds + max_retries):
+        attempts += 1
+        order = ("sslj", "torch") if attempts % 2 else ("torch", "sslj")
+        rec = {"attempt": attempts, "order": list(order), "times": {}, "foreign": {},
+               "own": {}}
+        start = meter.read()
+        for (model_name, method_name), case in cases.items():
+            for fw in order:
+                a = meter.read()
+                t0 = time.perf_counter()
+                if fw == "sslj":
+                    step, state, batch = case["sslj"]
+                    for _ in range(args.steps):
+                        state, _ = step(state, batch)
+                    jax.block_until_ready(state)
+                    case["sslj"][1] = state
+                else:
+                    for _ in range(args.steps):
+                        case["torch"]()
+                sec = (time.perf_counter() - t0) / args.steps
+                key = f"{model_name}/{method_name}/{fw}"
+                rec["times"][key] = sec
+                b = meter.read()
+                rec["foreign"][key] = meter.foreign_cores(a, b)[0]
+                rec["own"][key] = meter.own_cores(a, b)
+            k = f"{model_name}/{method_name}"
+            fo = [rec["foreign"][f"{k}/{fw}"] for fw in order]
+            print(f"attempt {attempts}: {model_name} {method_name}: sslj "
+                  f"{1000 * rec['times'][k + '/sslj']:.1f} ms, PyTorch "
+                  f"{1000 * rec['times'][k + '/torch']:.1f} ms, foreign cores "
+                  + " / ".join("n/a" if f is None else f"{f:.2f}" for f in fo),
+                  file=sys.stderr, flush=True)
+        rec["foreign_cores"], rec["wall_s"] = meter.foreign_cores(start, meter.read())
+        rec["load_avg_1min"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        rec["flagged"] = rec["foreign_cores"] is not None and (
+            rec["foreign_cores"] > args.foreign_limit)
+        rounds.append(rec)
+        fc = "n/a" if rec["foreign_cores"] is None else f"{rec['foreign_cores']:.2f}"
+        print(f"attempt {attempts} done: {rec['wall_s']:.1f} s, foreign cores {fc}"
+              + (f" > {args.foreign_limit}: flagged, repeating" if rec["flagged"] else ""),
+              file=sys.stderr, flush=True)
+
+    clean = [r for r in rounds if not r["flagged"]]
+    noisy = sorted((r for r in rounds if r["flagged"]), key=lambda r: r["foreign_cores"])
+    used = clean + noisy[:max(0, args.rounds - len(clean))]
+    for r in rounds:
+        r["used"] = any(r is u for u in used)
+    rows = []
+    for model_name, method_name in cases:
+        k = f"{model_name}/{method_name}"
+        s = statistics.median(r["times"][f"{k}/sslj"] for r in used)
+        t = statistics.median(r["times"][f"{k}/torch"] for r in used)
+        fo = [r["foreign"][f"{k}/{fw}"] for r in used for fw in ("sslj", "torch")]
+        fo = [f for f in fo if f is not None]
+        la = [r["load_avg_1min"] for r in used if r["load_avg_1min"] is not None]
+        own = {fw: statistics.median(r["own"][f"{k}/{fw}"] for r in used)
+               for fw in ("sslj", "torch")}
+        rows.append({"model": model_name, "method": method_name, "batch": args.batch,
+                     "images": cases[(model_name, method_name)]["images"],
+                     "sslj_ms": 1000 * s, "torch_ms": 1000 * t, "ratio_sslj_to_torch": s / t,
+                     "foreign_cores_median": statistics.median(fo) if fo else None,
+                     "foreign_cores_max": max(fo) if fo else None,
+                     "load_avg_1min": statistics.median(la) if la else None,
+                     "sslj_own_cores": own["sslj"], "torch_own_cores": own["torch"],
+                     "noisy_rounds": sum(r["flagged"] for r in used)})
+    meta = {"jax": jax.__version__, "torch": torch.__version__, "torch_threads": threads,
+            "torch_adam": sorted(adam), "onednn": bool(torch.backends.mkldnn.is_available()),
+            "xla_flags": os.environ.get("XLA_FLAGS", ""), "batch": args.batch,
+            "rounds": args.rounds, "steps": args.steps, "attempts": attempts,
+            "foreign_limit": args.foreign_limit, "cpu_count": threads,
+            "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    text = report(meta, rows, rounds, parity)
+    write(args.out, {"meta": meta, "rows": rows, "rounds": rounds, "parity": parity}, text)
+
+
+def _f(x, spec):
+    return "n/a" if x is None else format(x, spec)
+
+
+def report(meta, rows, rounds, parity) -> str:
+    used = sum(r["used"] for r in rounds)
+    lines = [f"sslj (JAX {meta['jax']}, XLA_FLAGS={meta['xla_flags']!r}) against PyTorch "
+             f"{meta['torch']} eager (channels_last, {meta['torch_threads']} threads, "
+             f"{'/'.join(meta['torch_adam'])} Adam), CPU x{meta['cpu_count']}, float32, "
+             f"labeled batch {meta['batch']} (+ {meta['batch']} unlabeled for the SSL "
+             f"methods); median ms per step over {used} interleaved rounds of "
+             f"{meta['steps']} steps ({meta['attempts']} run, foreign-load limit "
+             f"{meta['foreign_limit']} cores); {meta['utc']}",
+             "", "| model | method | sslj ms | PyTorch ms | sslj / PyTorch | own cores "
+             "sslj / PyTorch | foreign cores (median / max) | load avg 1 min | noisy rounds |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['method']} | {r['sslj_ms']:.1f} | "
+                     f"{r['torch_ms']:.1f} | {r['ratio_sslj_to_torch']:.2f} | "
+                     f"{_f(r['sslj_own_cores'], '.2f')} / {_f(r['torch_own_cores'], '.2f')} | "
+                     f"{_f(r['foreign_cores_median'], '.2f')} / "
+                     f"{_f(r['foreign_cores_max'], '.2f')} | "
+                     f"{_f(r['load_avg_1min'], '.2f')} | {r['noisy_rounds']} |")
+    lines += ["", "Rounds:", "", "| run | order | wall s | foreign cores | load avg 1 min | "
+              "flagged | used |", "|---|---|---|---|---|---|---|"]
+    for r in rounds:
+        lines.append(f"| {r['attempt']} | {' then '.join(r['order'])} | {r['wall_s']:.1f} | "
+                     f"{_f(r['foreign_cores'], '.2f')} | {_f(r['load_avg_1min'], '.2f')} | "
+                     f"{'yes' if r['flagged'] else 'no'} | {'yes' if r['used'] else 'no'} |")
+    lines += ["", "Parity (sslj's initial weights in the PyTorch net, one random batch; "
+              "max |sslj - PyTorch|):", ""]
+    for model_name, p in parity.items():
+        lines.append(f"- {model_name} ({p['parameters']:,} parameters in both): " + ", ".join(
+            f"{k} {v['max_abs_diff']:.2g} (max |value| {v['max_abs']:.3g})"
+            for k, v in p.items() if isinstance(v, dict)))
+    return "\n".join(lines)
+
+
+def write(out: str | None, data: dict, text: str) -> None:
+    """Prints `text`; writes vs_pytorch.md and vs_pytorch.json into `out`, by default a
+    fresh runs/benchmarks/<UTC time> folder (never a tracked file unless named)."""
+    print(text)
+    if out is None:
+        base = os.path.join("runs", "benchmarks", time.strftime("%Y%m%dT%H%M%SZ",
+                                                                  time.gmtime()))
+        out, i = base, 1
+        while os.path.exists(out):
+            out, i = f"{base}-{i}", i + 1
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "vs_pytorch.json"), "w") as f:
+        json.dump(data, f, indent=2)
+    with open(os.path.join(out, "vs_pytorch.md"), "w") as f:
+        f.write(text + "\n")
+    print(f"report written to {out}/vs_pytorch.md", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()
