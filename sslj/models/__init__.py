@@ -13,6 +13,7 @@ from collections.abc import Callable
 import flax.linen as nn
 
 from sslj.common.checks import ConfigError, check_bool, check_choice, check_number
+from sslj.models.batchnorm import BN_STATS
 from sslj.models.convnet import CONV_IMPLS, DomainHead, ICNMnistNet, OneVsAll, SmallCNN
 from sslj.models.resnet import CifarResNet
 from sslj.models.wrn import WideResNet
@@ -69,6 +70,8 @@ def validate_config(config) -> None:
     kwargs = config.get("model_kwargs", {})
     if "conv_impl" in kwargs:
         check_choice(config, "model_kwargs.conv_impl", CONV_IMPLS)
+    if "bn_stats" in kwargs:
+        check_choice(config, "model_kwargs.bn_stats", BN_STATS)
     # the values, each by its meaning (the arguments are shared across models)
     ranges = {"bn_momentum": {"low": 0.0, "high": 1.0, "high_open": True},
               "dropout": {"low": 0.0, "high": 1.0, "high_open": True},

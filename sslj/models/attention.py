@@ -19,6 +19,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from sslj.models.batchnorm import batch_norm
+
 
 class AttentionPool(nn.Module):
     """features (N, H, W, C) -> bi-pooled (N, C); sows the summed map (N, H * W)."""
@@ -26,13 +28,14 @@ class AttentionPool(nn.Module):
     bn_momentum: float = 0.99
     epsilon: float = 1e-3
     dtype: Any = jnp.float32
+    bn_stats: str = "auto"  # BatchNorm sums: sslj.models.batchnorm
 
     @nn.compact
     def __call__(self, x, train: bool):
         c = x.shape[-1]
         a = nn.Conv(c, (1, 1), use_bias=False, dtype=self.dtype, name="att_conv1")(x)
-        a = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                         epsilon=self.epsilon, dtype=self.dtype, name="att_bn")(a)
+        a = batch_norm(self.bn_stats, use_running_average=not train, momentum=self.bn_momentum,
+                       epsilon=self.epsilon, dtype=self.dtype, name="att_bn")(a)
         a = nn.relu(a)
         a = nn.Conv(2, (1, 1), dtype=self.dtype, name="att_conv2")(a)
         att = jnp.sum(a, axis=-1, keepdims=True)  # the two maps summed

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from sslj.models.attention import AttentionPool
+from sslj.models.batchnorm import batch_norm
 
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
@@ -30,6 +31,7 @@ class SmallCNN(nn.Module):
     bn_momentum: float = 0.99
     dtype: Any = jnp.float32  # compute dtype; params stay float32, logits are float32
     attention: bool = False  # the SSL report's attention head + bi-pooling (models/attention.py)
+    bn_stats: str = "auto"  # BatchNorm sums: sslj.models.batchnorm
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -39,13 +41,14 @@ class SmallCNN(nn.Module):
             for _ in range(2):
                 x = nn.Conv(width, (3, 3), use_bias=False, kernel_init=conv_init,
                             dtype=self.dtype)(x)
-                x = act(nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                                     epsilon=1e-3, dtype=self.dtype)(x))
+                x = act(batch_norm(self.bn_stats, use_running_average=not train,
+                                   momentum=self.bn_momentum, epsilon=1e-3,
+                                   dtype=self.dtype)(x))
             if min(x.shape[1:3]) >= 4:
                 x = nn.max_pool(x, (2, 2), (2, 2))
         if self.attention:
             x = AttentionPool(bn_momentum=self.bn_momentum, dtype=self.dtype,
-                              name="attention")(x, train)
+                              bn_stats=self.bn_stats, name="attention")(x, train)
         else:
             x = jnp.mean(x, axis=(1, 2))
         x = nn.Dropout(self.dropout, deterministic=not train)(x)

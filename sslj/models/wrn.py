@@ -18,13 +18,14 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from sslj.models.attention import AttentionPool
+from sslj.models.batchnorm import batch_norm
 
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-def _bn(train: bool, dtype, name=None):
-    return nn.BatchNorm(use_running_average=not train, momentum=0.999, epsilon=1e-3, name=name,
-                        dtype=dtype)
+def _bn(train: bool, dtype, stats: str, name=None):
+    return batch_norm(stats, use_running_average=not train, momentum=0.999, epsilon=1e-3,
+                      name=name, dtype=dtype)
 
 
 class ResidualUnit(nn.Module):
@@ -33,19 +34,20 @@ class ResidualUnit(nn.Module):
     activate_before_residual: bool = False
     slope: float = 0.1
     dtype: Any = jnp.float32
+    bn_stats: str = "auto"
 
     @nn.compact
     def __call__(self, x, train: bool):
         act = functools.partial(nn.leaky_relu, negative_slope=self.slope)
         conv = functools.partial(nn.Conv, use_bias=False, kernel_init=conv_init, dtype=self.dtype)
         if self.activate_before_residual:
-            x = act(_bn(train, self.dtype)(x))
+            x = act(_bn(train, self.dtype, self.bn_stats)(x))
             shortcut = x
         else:
             shortcut = x
-            x = act(_bn(train, self.dtype)(x))
+            x = act(_bn(train, self.dtype, self.bn_stats)(x))
         y = conv(self.features, (3, 3), strides=self.stride)(x)
-        y = act(_bn(train, self.dtype)(y))
+        y = act(_bn(train, self.dtype, self.bn_stats)(y))
         y = conv(self.features, (3, 3))(y)
         if shortcut.shape[-1] != self.features:
             shortcut = conv(self.features, (1, 1), strides=self.stride, name="conv1x1")(shortcut)
@@ -59,6 +61,7 @@ class WideResNet(nn.Module):
     slope: float = 0.1
     dtype: Any = jnp.float32  # compute dtype; params stay float32, logits are float32
     attention: bool = False  # the SSL report's attention head + bi-pooling (models/attention.py)
+    bn_stats: str = "auto"  # BatchNorm sums: sslj.models.batchnorm
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -71,10 +74,12 @@ class WideResNet(nn.Module):
             for i in range(units):
                 x = ResidualUnit(width, stride if i == 0 else 1,
                                  activate_before_residual=(stage == 0 and i == 0),
-                                 slope=self.slope, dtype=self.dtype)(x, train)
-        x = nn.leaky_relu(_bn(train, self.dtype, "final_bn")(x), self.slope)
+                                 slope=self.slope, dtype=self.dtype,
+                                 bn_stats=self.bn_stats)(x, train)
+        x = nn.leaky_relu(_bn(train, self.dtype, self.bn_stats, "final_bn")(x), self.slope)
         if self.attention:
-            x = AttentionPool(bn_momentum=0.999, dtype=self.dtype, name="attention")(x, train)
+            x = AttentionPool(bn_momentum=0.999, dtype=self.dtype, bn_stats=self.bn_stats,
+                              name="attention")(x, train)
         else:
             x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_classes, kernel_init=nn.initializers.glorot_normal(),
