@@ -17,6 +17,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import optax
+from jax.flatten_util import ravel_pytree
 
 from sslj.common import sharding
 from sslj.data import augment as augment_lib
@@ -94,8 +95,11 @@ _PRE_STEP_STREAM = 0x9E7  # fold_in constant of `pre_step`'s random stream
 
 
 def _l2(tree) -> jax.Array:
-    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32)))
-                        for x in jax.tree.leaves(tree)))
+    """The global L2 norm of a pytree as one dot product of its flattened leaves: a
+    sum per leaf compiled ~100 reductions per tree on WRN-28-2; this form compiles
+    the supervised step ~0.8 s faster at the same step time (measured, issue 22)."""
+    flat, _ = ravel_pytree(jax.tree.map(lambda x: x.astype(jnp.float32), tree))
+    return jnp.sqrt(jnp.dot(flat, flat, precision=jax.lax.Precision.HIGHEST))
 
 
 def make_step_fn(model, method: TrainMethod, optimizer: optax.GradientTransformation, config):
