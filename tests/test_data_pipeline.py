@@ -145,3 +145,68 @@ def test_zero_padding_pads_black_and_reflect_padding_does_not():
                                   np.asarray(augment.weak(
                                       x * 0.5, rng, flip=False, crop_pad=2, noise_std=0.0,
                                       pad_mode="zeros")) == -1.0)
+
+
+def _streams(on_device, labeled_size=53, unlabeled_size=71):
+    rng = np.random.default_rng(0)
+    lab = {"image": rng.integers(0, 256, (labeled_size, 8, 8, 1), np.uint8),
+           "label": rng.integers(0, 6, labeled_size).astype(np.int32),
+           "index": np.arange(labeled_size, dtype=np.int32)}
+    unl = {"image": rng.integers(0, 256, (unlabeled_size, 8, 8, 1), np.uint8),
+           "index": np.arange(unlabeled_size, dtype=np.int32),
+           "label": rng.integers(-1, 6, unlabeled_size).astype(np.int32)}
+    return pipeline.TrainStreams(lab, unl, 16, 24, 3, on_device=on_device)
+
+
+def _assert_same_batches(a, b, steps):
+    for _ in range(steps):
+        x, y = next(a), next(b)
+        assert sorted(x) == sorted(y)
+        for k in x:
+            assert x[k].dtype == y[k].dtype and x[k].sharding == y[k].sharding, k
+            np.testing.assert_array_equal(np.asarray(x[k]), np.asarray(y[k]))
+
+
+def test_index_batches_equal_the_tf_data_stream():
+    """The epoch orders computed in chunks are the tf.data stream's, across epochs, from
+    any start step."""
+    for start in (0, 5, 11):
+        host = pipeline.index_stream(37, 8, 4, start).as_numpy_iterator()
+        fast = pipeline.index_batches(37, 8, 4, start)
+        for _ in range(40):  # ~9 epochs
+            np.testing.assert_array_equal(next(fast), next(host))
+
+
+def test_batches_staged_on_device_equal_host_batches(devices):
+    """data.on_device: the same batches bit for bit, the same shardings and names, from
+    step 0 and from a resumed step, with labeled and unlabeled staged or only one."""
+    mesh = sharding.make_mesh(devices[:1])
+    for start in (0, 7):
+        _assert_same_batches(_streams("no").iterate(mesh, start),
+                             _streams("yes").iterate(mesh, start), 15)
+    # "auto" by size: here the labeled split fits the limit and the unlabeled does not
+    limit = pipeline.DEVICE_STAGE_BYTES
+    try:
+        s = _streams("auto", 53, 400)
+        pipeline.DEVICE_STAGE_BYTES = sum(v.nbytes for v in s.labeled.values())
+        assert pipeline.stage_on_device(s.labeled, "auto", mesh)
+        assert not pipeline.stage_on_device(s.unlabeled, "auto", mesh)
+        _assert_same_batches(_streams("no", 53, 400).iterate(mesh, 3), s.iterate(mesh, 3), 8)
+    finally:
+        pipeline.DEVICE_STAGE_BYTES = limit
+
+
+def test_on_device_choices(devices):
+    """"auto" stages only on one device (several CPU devices can deadlock XLA:CPU's
+    in-process collectives with device-side gathers), "yes" is refused there."""
+    import pytest
+
+    one, eight = sharding.make_mesh(devices[:1]), sharding.make_mesh(devices)
+    x = {"x": np.zeros(3)}
+    with pytest.raises(ValueError, match="on_device='maybe'; allowed"):
+        pipeline.stage_on_device(x, "maybe", one)
+    assert pipeline.stage_on_device(x, "auto", one)
+    assert not pipeline.stage_on_device(x, "auto", eight)
+    assert not pipeline.stage_on_device(x, "no", one)
+    with pytest.raises(ValueError, match="deadlock"):
+        pipeline.stage_on_device(x, "yes", eight)

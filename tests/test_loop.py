@@ -161,3 +161,43 @@ def test_label_noise_final_mode_trains_on_every_pool_image():
     full = proselflc_cifar100.get_config("cce,sym0.6,final")
     assert (full.split.labels_per_class, full.split.num_validation) == (500, 0)
     assert (full.data.pad_mode, full.optimizer.decay_params) == ("zeros", "all")
+
+
+def test_metric_window_packs_metrics_bit_for_bit():
+    """The loop's metric window: each step's scalars come back unchanged (float32 bits),
+    named, in step order, and the window empties on fetch."""
+    from sslj.train.metrics import MetricWindow
+
+    window = MetricWindow()
+    steps = []
+    for s in range(1, 4):
+        m = {"b/loss": jnp.float32(1.0 / (3 * s)), "a/nan": jnp.float32(np.nan if s == 2 else 0.0),
+             "c/count": jnp.int32(7 * s)}
+        window.add(s, m)
+        steps.append(jax.device_get(m))
+    got = window.fetch()
+    assert len(window) == 0 and [s for s, _ in got] == [1, 2, 3]
+    for (_, host), ref in zip(got, steps, strict=True):
+        assert sorted(host) == sorted(ref)
+        for k in ref:
+            np.testing.assert_array_equal(host[k], np.float32(ref[k]))
+    with pytest.raises(loop.NonFiniteLossError, match="a/nan = nan at step 2"):
+        loop.check_finite(got)
+
+
+def test_data_staged_on_device_trains_bit_for_bit_like_the_host_pipeline(tmp_path, devices):
+    """`data.on_device` changes where batches are gathered, nothing else: a Pi-model run
+    on one device (where "auto" stages MNIST-5k) ends with the same results and metrics
+    as the host pipeline, resumed half-way or not."""
+    outputs = {}
+    for mode in ("yes", "no"):
+        config = tiny_config(method="pi_model", num_steps=8, eval_every=4, checkpoint_every=4)
+        config.data.on_device = mode
+        workdir = str(tmp_path / mode)
+        standard.run(config, workdir, stop_at=4 if mode == "yes" else None,
+                     devices=devices[:1])
+        result = standard.run(config, workdir, devices=devices[:1])
+        result.pop("wall_time_s")
+        lines = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+        outputs[mode] = (result, lines)
+    assert outputs["yes"] == outputs["no"]

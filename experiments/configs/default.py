@@ -62,6 +62,9 @@ def get_config():
     c.data.crop_pad = 2  # random translation by up to 2 px (Oliver's jitter)
     c.data.pad_mode = "reflect"  # or "zeros" (black border, torchvision's RandomCrop)
     c.data.noise_std = 0.15  # Oliver's Gaussian input noise
+    # "auto": a split small enough is staged on the devices once and batches are gathered
+    # there (same batches, bit for bit; sslj/data/pipeline.py); "yes" / "no" force it
+    c.data.on_device = "auto"
 
     c.split = ml_collections.ConfigDict()
     c.split.protocol = "oliver"  # or "ds3l" (the DS3L / SPL code)

@@ -120,3 +120,10 @@ def device_count() -> int:
     import jax
 
     return jax.device_count()
+
+
+def backend() -> str:
+    """JAX's default backend: "cpu", "gpu" or "tpu"."""
+    import jax
+
+    return jax.default_backend()

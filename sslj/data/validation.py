@@ -5,7 +5,7 @@ from __future__ import annotations
 import numbers
 
 from sslj.common.checks import ConfigError, check_choice, check_number
-from sslj.data import augment, noise, sources
+from sslj.data import augment, noise, pipeline, sources
 from sslj.data.splits import SPLIT_PROTOCOLS, VALIDATION_SOURCES
 
 
@@ -27,6 +27,8 @@ def validate_config(config) -> None:
     check_number(config, "data.noise_std", low=0.0)
     if "pad_mode" in config.data:
         check_choice(config, "data.pad_mode", augment.PAD_MODES)
+    if "on_device" in config.data:
+        check_choice(config, "data.on_device", pipeline.ON_DEVICE)
 
     num_classes = sources.num_classes(config.data.source)
     seen = tuple(config.split.seen_classes)

@@ -41,7 +41,7 @@ from sslj.train.dynamics import learning_dynamics, plot_dynamics
 from sslj.train.evaluate import EvalSet, evaluate, make_predict
 from sslj.train.interface import TrainMethod
 from sslj.train.interrupt import RunInterrupted, StopRequests
-from sslj.train.metrics import MetricWriter
+from sslj.train.metrics import MetricWindow, MetricWriter
 from sslj.train.optim import make_optimizer
 from sslj.train.state import create_train_state
 from sslj.train.step import make_train_step
@@ -185,7 +185,8 @@ def train_streams(exp: Experiment) -> pipeline.TrainStreams:
                                                  unlabeled["image"], len(sp.seen_classes))
         unlabeled.update(features)
     return pipeline.TrainStreams(labeled, unlabeled, int(exp.config.batch_size),
-                                 int(exp.config.unlabeled_batch_size), int(exp.config.seed))
+                                 int(exp.config.unlabeled_batch_size), int(exp.config.seed),
+                                 on_device=str(exp.config.data.get("on_device", "auto")))
 
 
 def check_finite(history: list[tuple[int, dict]]) -> None:
@@ -266,7 +267,7 @@ def train_and_evaluate(exp: Experiment, workdir: str, *, stop_at: int | None = N
     bar = tqdm(total=num_steps, initial=start, desc=exp.name, unit="step",
                disable=not bool(cfg.get("progress_bar", True)) or jax.process_index() != 0,
                mininterval=2.0, dynamic_ncols=True)
-    pending: list[tuple[int, dict]] = []
+    window = MetricWindow()  # this log window's metrics, on the device
     log_every, eval_every = int(cfg.log_every), int(cfg.eval_every)
     ckpt_every = int(cfg.checkpoint_every)
     end = num_steps if stop_at is None else min(stop_at, num_steps)
@@ -275,7 +276,7 @@ def train_and_evaluate(exp: Experiment, workdir: str, *, stop_at: int | None = N
         stop.__enter__()
         for step in range(start + 1, end + 1):
             state, metrics = train_step(state, next(batches))
-            pending.append((step, metrics))
+            window.add(step, metrics)
             bar.update(1)
             if exp.method.refresh_due(step):
                 if unlabeled_set is None:
@@ -294,8 +295,7 @@ def train_and_evaluate(exp: Experiment, workdir: str, *, stop_at: int | None = N
             stopping = stop.poll(step)
             is_save = step % ckpt_every == 0 or step == end or stopping
             if step % log_every == 0 or is_eval or is_save:
-                host = jax.device_get(pending)
-                pending.clear()
+                host = window.fetch()
                 try:
                     check_finite(host)  # before anything is saved
                 except NonFiniteLossError as e:

@@ -7,6 +7,41 @@ import math
 import os
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class MetricWindow:
+    """The per-step metrics of one log window, kept on the device until the loop logs.
+
+    Each step's dict of scalar device arrays is packed on the device into one float32
+    vector (one small jitted call, names in sorted order), so a window of n steps comes
+    to the host in n transfers instead of n x (number of metrics): a window of 50 steps
+    x 25 metrics took 5.7 ms one by one (0.11 ms a step, 4 % of a digits step), 1.0 ms
+    packed, the packing calls included (issue 22). Values are the steps' float32
+    scalars bit for bit; integer metrics become float32 (exact below 2^24)."""
+
+    def __init__(self):
+        self.names: list[str] | None = None
+        self._pending: list[tuple[int, jax.Array]] = []
+        self._pack = jax.jit(lambda m: jnp.stack([jnp.asarray(m[k], jnp.float32)
+                                                  for k in sorted(m)]))
+
+    def add(self, step: int, metrics: dict) -> None:
+        if self.names is None:
+            self.names = sorted(metrics)
+        self._pending.append((step, self._pack(metrics)))
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def fetch(self) -> list[tuple[int, dict]]:
+        """[(step, {name: numpy float32})] of the window, emptied."""
+        host = jax.device_get([v for _, v in self._pending])
+        out = [(step, dict(zip(self.names, np.asarray(v), strict=True)))
+               for (step, _), v in zip(self._pending, host, strict=True)]
+        self._pending.clear()
+        return out
 
 
 class MetricWriter:

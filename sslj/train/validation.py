@@ -4,6 +4,8 @@ policy, step counts and intervals, batch sizes (divisible by the devices), EMA, 
 from __future__ import annotations
 
 from sslj.common.checks import (
+    ConfigError,
+    backend,
     check_choice,
     check_divisible,
     check_number,
@@ -51,3 +53,7 @@ def validate_config(config, devices: int | None = None) -> None:
     n_dev = devices if devices is not None else device_count()
     for field in BATCH_SIZES:
         check_divisible(config, field, n_dev)
+    if config.data.get("on_device") == "yes" and n_dev > 1 and backend() == "cpu":
+        raise ConfigError("data.on_device", f"yes on {n_dev} CPU devices can deadlock "
+                          "XLA:CPU's in-process collectives (sslj/data/pipeline.py)",
+                          ["auto", "no"])

@@ -44,7 +44,7 @@ LOCK_FILE = ".sslj.lock"
 # fields that change no reported number (see the module docstring)
 NEUTRAL_FIELDS = frozenset({
     "log_every", "progress_bar", "tensorboard", "checkpoint_every", "keep_checkpoints",
-    "data.data_dir", "compare",
+    "data.data_dir", "data.on_device", "compare",
 })
 
 
