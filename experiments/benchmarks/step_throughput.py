@@ -71,8 +71,14 @@ def build_augment(model_name, batch, mu):
     return fn, x
 
 
-def build_step(model_name, method_name, batch, mu: int = 7):
+def build_step(model_name, method_name, batch, mu: int = 7, *, dtype: str = "float32",
+               unlabeled_batch: int | None = None, devices=None):
+    """(jitted step, state, sharded batch, images per step) of `method_name` on
+    `model_name` with random data: `batch` labeled images, `unlabeled_batch` unlabeled
+    (default: `batch`, FixMatch `mu` x `batch`), compute dtype `dtype`, on `devices`
+    (default: all)."""
     import jax
+    import jax.numpy as jnp
     import numpy as np
 
     from experiments.configs.default import get_config
@@ -87,13 +93,16 @@ def build_step(model_name, method_name, batch, mu: int = 7):
     base_method, fields = VARIANTS.get(method_name, (method_name, {}))
     cfg = config_lib.set_fields(config_lib.for_method(get_config(), base_method), fields)
     cfg.model, cfg.batch_size, cfg.unlabeled_batch_size = model_name, batch, batch
+    cfg.compute_dtype = dtype
     if base_method.startswith("fixmatch"):
         cfg.unlabeled_batch_size = mu * batch
         cfg.data.noise_std = 0.0
+    if unlabeled_batch is not None:
+        cfg.unlabeled_batch_size = unlabeled_batch
     cfg.split.seen_classes = tuple(range(10))  # a 10-class head
     cfg.data.flip = SHAPES[model_name][-1] == 3
-    mesh = sharding.make_mesh()
-    model = get_model(model_name, 10)
+    mesh = sharding.make_mesh(devices)
+    model = get_model(model_name, 10, dtype=jnp.dtype(dtype))
     method = get_method(cfg)
     opt = make_optimizer(cfg.optimizer, int(cfg.num_steps))
     state = create_train_state(model, opt, jax.random.PRNGKey(0), SHAPES[model_name])

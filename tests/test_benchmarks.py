@@ -1,0 +1,30 @@
+"""The benchmark scripts run (their timings are never tested: README, Benchmarks)."""
+
+import json
+
+import pytest
+
+from experiments.benchmarks import gpu
+
+
+def test_gpu_benchmark_runs_and_reports(tmp_path, capsys):
+    gpu.main(["--allow-cpu", "--model", "cnn_tiny", "--methods", "supervised,pi_model",
+              "--dtypes", "float32", "--rounds", "1", "--steps", "1", "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "gpu.json").read_text())
+    assert [(r["method"], r["dtype"]) for r in rows] == [("supervised", "float32"),
+                                                         ("pi_model", "float32")]
+    for r in rows:
+        assert r["it_per_s"] > 0 and r["gflop_per_step"] > 0
+        assert r["share_of_peak"] is None  # no peak known for a CPU
+    assert rows[1]["images"] == 100  # Oliver's 50 + 50
+    assert "| supervised | float32 | 64 + 0 |" in capsys.readouterr().out
+
+
+def test_gpu_benchmark_refuses_a_cpu_and_bad_arguments():
+    with pytest.raises(SystemExit, match="no GPU here"):
+        gpu.main(["--methods", "supervised"])
+    with pytest.raises(SystemExit):
+        gpu.main(["--methods", "fixmatch,bogus", "--allow-cpu"])
+    assert gpu.peak_tflops("NVIDIA H100 80GB HBM3", "bfloat16") == 989.4
+    assert gpu.peak_tflops("NVIDIA H200", "float32") == 494.7
+    assert gpu.peak_tflops("cpu", "float32") is None
