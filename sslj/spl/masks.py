@@ -2,7 +2,7 @@
 
 Masks are data: a pytree with exactly the params' structure. A masked leaf holds a
 full-shaped float32 array (1 = safe, 0 = harmful; continuous under the soft mask); an
-unmasked leaf holds a scalar 1.0 (never None; `apply_masks` passes its leaf through)
+unmasked leaf holds a scalar 1.0 (never None), so `apply_masks` is one multiply per leaf
 and every train step runs on `apply_masks(params, masks)` whether or not SPL is on
 (`sslj.train.masking`, the part of masking the train core knows). The
 relaxed mask scores (`TrainState.mask_scores`) have the same structure.

@@ -4,7 +4,7 @@
 float32 array (1 = safe, 0 = harmful; continuous under a soft mask), an unmasked leaf a
 scalar 1.0 (never None). Every forward pass runs on `apply_masks(params, masks)` and
 every update goes through `gate_updates`, so with no masks (all scalar ones) both cost
-nothing. How masks are identified and learned is `sslj.spl`'s business;
+one multiply / nothing. How masks are identified and learned is `sslj.spl`'s business;
 this module is all the train core knows of them.
 """
 
@@ -20,11 +20,7 @@ def ones_masks(params):
 
 
 def apply_masks(params, masks):
-    """`params` times `masks`, leaf by leaf; a scalar mask is 1 by this module's contract
-    (unmasked leaf), so its leaf passes through untouched, decided at trace time (no
-    multiply compiled: ~0.25 s less compile time for the WRN-28-2 step, issue 22)."""
-    return jax.tree.map(lambda p, m: p if jnp.ndim(m) == 0 else p * m.astype(p.dtype),
-                        params, masks)
+    return jax.tree.map(lambda p, m: p * m.astype(p.dtype), params, masks)
 
 
 def gate_updates(new_params, old_params, masks):
