@@ -20,7 +20,7 @@ Measured at this scale (seed 0, 2-core CPU), test accuracy at the best validatio
 | Pseudo-Label (online) | 95.5 | +4.7 |
 | Temporal Ensembling (weight 10, 64 unlabeled per step) | 94.2 | +3.4 |
 | Pi-model | 93.7 | +2.9 |
-| Pseudo-Label, accumulated (report) | 95.2 | +4.4 |
+| Pseudo-Label, accumulated (report; before issue 22, see below) | 95.2 | +4.4 |
 | FixMatch (mu = 1, no input noise) | 96.5 | +5.7 |
 | MixMatch (linear ramp, no input noise) | 98.2 | +7.4 |
 | NS3L alone (`supervised+ns3l`: threshold 0.4 / 6, weight 1) | 97.0 | +6.2 |
@@ -40,6 +40,13 @@ Without alignment, the report exactly, it scored 85.5-87.3 % (below supervised) 
 1, 4 or 6 warm-up epochs: the confirmation bias the report describes. Its first
 admission is 99.6 % right but skewed to the easiest digit (219 of 568 labeled 0), and
 after one epoch on it the model is confident on wrong classes; the set ends 84 % right.
+
+Accumulated Pseudo-Label left this test when BatchNorm's sums became matrix products
+(issue 22): the same seed-0 run then gave 90.2 % (warm-up 6, best step 450) against
+supervised 90.3 %, and 88.8-93.2 % over the two BatchNorm implementations and warm-ups
+4 / 6 (8 devices, this machine), so at this scale its lead over supervised is within
+what rounding alone moves; no single-seed test can rely on it. Its mechanics stay tested
+in `test_consistency_methods.py` and `test_train_step.py`.
 
 Why MNIST-5k and one seed: scikit-learn's 8x8 digits run these 600 steps 4-8x faster,
 but there (all ten digits seen, 10 labels each) the methods lead supervised by only
@@ -67,7 +74,7 @@ METHODS = {
     "mean_teacher": {},
     "pseudo_label": {},
     "temporal_ensembling": {"temporal_ensembling.weight": 10.0, "unlabeled_batch_size": 64},
-    "pseudo_label_accumulated": {"pseudo_label_accumulated.warmup_epochs": 6},
+    # pseudo_label_accumulated: not here, its lead is rounding noise (module docstring)
     # the embedded default's method_overrides: FixMatch's / MixMatch's weak augmentation
     # (no Gaussian noise), MixMatch's linear ramp; FixMatch at mu = 1
     "fixmatch": {"data.noise_std": 0.0},
