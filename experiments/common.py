@@ -154,10 +154,13 @@ def report_stop(e: BaseException):
 
 
 def out_of_memory(e: BaseException) -> bool:
-    """An allocation failure of XLA (RESOURCE_EXHAUSTED) or of the host."""
+    """An allocation failure of XLA or of the host. XLA:CPU says RESOURCE_EXHAUSTED when a
+    transfer's buffer cannot be allocated, and "INTERNAL: Error dispatching computation:
+    Out of memory allocating N bytes" when a computation's can't (seen since batches are
+    gathered on the device, issue 22)."""
     return isinstance(e, MemoryError) or (
         type(e).__name__ in ("JaxRuntimeError", "XlaRuntimeError")
-        and "RESOURCE_EXHAUSTED" in str(e))
+        and ("RESOURCE_EXHAUSTED" in str(e) or "Out of memory allocating" in str(e)))
 
 
 def out_of_memory_message(name: str, cfg, e: BaseException) -> str:

@@ -512,3 +512,19 @@ def test_asyncio_report_of_an_abandoned_orbax_read_is_dropped():
     assert not keep(record("Task exception was never retrieved\nfuture: <Task>", read))
     assert keep(record("Task exception was never retrieved", ValueError("other")))
     assert keep(record("something else", read))
+
+
+def test_out_of_memory_is_recognised_in_both_of_xlas_wordings():
+    """A transfer's RESOURCE_EXHAUSTED and a computation's INTERNAL "Out of memory
+    allocating" (the wording once batches are gathered on the device) are both one line;
+    other runtime errors are not taken for memory."""
+    import jax
+
+    from experiments import common
+
+    for text in ("RESOURCE_EXHAUSTED: Out of memory allocating 64291331776 bytes.",
+                 "INTERNAL: Error dispatching computation: Out of memory allocating "
+                 "64683331584 bytes."):
+        assert common.out_of_memory(jax.errors.JaxRuntimeError(text))
+    assert not common.out_of_memory(jax.errors.JaxRuntimeError("INTERNAL: something else"))
+    assert common.out_of_memory(MemoryError())
