@@ -10,7 +10,7 @@ Small data sets (`on_device`: "auto" stages them when the run has one process an
 device and the arrays take at most `DEVICE_STAGE_BYTES`; see `stage_on_device`) are put
 on the device once; each step then moves only its index vector and gathers the batch on the
 device (`DeviceStream`). The indices are the same stateless permutation, computed a
-whole epoch at a time (`epoch_order`), so the batches are bit for bit those of the
+whole epoch at a time (`epoch_orders`), so the batches are bit for bit those of the
 tf.data stream (tested). On the 8x8 digits data the host pipeline made the loop
 1.17-1.37x slower than batches already on the device (issue 22).
 """
@@ -67,15 +67,11 @@ ON_DEVICE = ("auto", "yes", "no")
 DEVICE_STAGE_BYTES = 512 * 2**20  # "auto": the most a split's arrays may take
 
 
-def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
-    """The visiting order of epoch `epoch` (int64 indices), as `index_stream` computes it:
-    a stable argsort of stateless uniforms keyed by (seed, epoch)."""
-    return epoch_orders(num_examples, seed, epoch, 1)[0]
-
-
 def epoch_orders(num_examples: int, seed: int, first_epoch: int, count: int) -> np.ndarray:
-    """`epoch_order` of epochs first_epoch .. first_epoch + count - 1, (count, n), from
-    one TensorFlow call (an eager call per epoch cost ~0.1 ms per step on small sets)."""
+    """The visiting orders of epochs first_epoch .. first_epoch + count - 1, (count, n),
+    as `index_stream` computes them (a stable argsort of stateless uniforms keyed by
+    (seed, epoch)), from one TensorFlow call (an eager call per epoch cost ~0.1 ms per
+    step on small sets)."""
     tf = _tf()
 
     def one(epoch):
