@@ -110,6 +110,51 @@ def test_fingerprint_ignores_only_the_neutral_fields():
         "num_steps: 6 -> 7"]
 
 
+def _config_fields() -> set:
+    """Every field of every config in experiments/configs (method_overrides aside)."""
+    import glob
+    import importlib
+
+    fields = set()
+    for file in sorted(glob.glob(os.path.join(ROOT, "experiments", "configs", "*.py"))):
+        name = os.path.basename(file)[:-3]
+        if name != "__init__":
+            config = importlib.import_module(f"experiments.configs.{name}").get_config()
+            fields |= set(workdir_lib.flatten(json.loads(config.to_json_best_effort())))
+    return {k for k in fields if not k.startswith("method_overrides")}
+
+
+def test_a_new_config_field_that_changes_results_is_registered_for_older_workdirs():
+    """tests/config_fields.json is the config's fields when this test was written; a
+    field added since must be neutral or in ADDED_FIELDS with the value that does what
+    sslj did before it, or a workdir written before it would read as other settings."""
+    with open(os.path.join(ROOT, "tests", "config_fields.json")) as f:
+        known = set(json.load(f))
+    new = _config_fields() - known - workdir_lib.NEUTRAL_FIELDS - set(workdir_lib.ADDED_FIELDS)
+    assert not new, (f"config fields {sorted(new)} are new: add each to "
+                     "sslj.train.workdir.ADDED_FIELDS with its old behaviour's value "
+                     "(or NEUTRAL_FIELDS), then to tests/config_fields.json")
+
+
+def test_older_workdir_reads_an_added_field_as_its_old_value(tmp_path, monkeypatch):
+    """A workdir written before `new_knob` existed: without registration the field is a
+    difference; registered with its old value, leaving it there resumes / reuses and
+    setting it otherwise is refused naming the old value."""
+    workdir_lib.claim(tiny_config(), str(tmp_path)).release()  # run.json without new_knob
+    later = tiny_config()
+    later.new_knob = 3
+    with pytest.raises(workdir_lib.WorkdirConflict, match=r"new_knob: '<unset>' -> 3"):
+        workdir_lib.check(later, str(tmp_path))
+    monkeypatch.setattr(workdir_lib, "ADDED_FIELDS", {"new_knob": 3})
+    workdir_lib.check(later, str(tmp_path))  # same settings: no conflict
+    later.new_knob = 4
+    with pytest.raises(workdir_lib.WorkdirConflict, match=r"new_knob: 3 -> 4"):
+        workdir_lib.check(later, str(tmp_path))
+    monkeypatch.setattr(workdir_lib, "ADDED_FIELDS", {"spl.new_knob": 1})
+    later = tiny_config()  # a block the run does not turn on is not compared at all
+    workdir_lib.check(later, str(tmp_path))
+
+
 def test_workdir_that_is_a_file_is_refused(tmp_path):
     path = tmp_path / "file"
     path.write_text("x")

@@ -16,8 +16,12 @@ data directory, the comparison list), `method_overrides` (already merged into th
 fields it sets) and the blocks of the procedures and add-ons the run does not turn on
 (`spl`, `icn`, `ns3l` when their `enabled` is off), so SPL settings never make the base
 run they pretrain with look different. Other methods' sections stay in: refusing a rerun
-is recoverable, reusing a run that read a changed field would not be. A field that a
-later sslj version adds reads as a difference (`<unset> -> value`) on older workdirs.
+is recoverable, reusing a run that read a changed field would not be. A field added to
+the config after a workdir was written is read there as its `ADDED_FIELDS` value, the
+value that does what sslj did before the field existed, so an older workdir resumes or
+is reused when the new field is left at that value; a field missing from `ADDED_FIELDS`
+reads as `<unset>`, a difference (tests/test_reliability.py fails when a new config field
+that changes results is not listed).
 Resume is exact whatever `checkpoint_every`, and `log_every` only sets how often
 metrics are written and checked for NaN, so these may change between invocations.
 Everything else (seed, steps, batch sizes, learning rates, evaluation interval, ...)
@@ -46,18 +50,23 @@ NEUTRAL_FIELDS = frozenset({
     "log_every", "progress_bar", "tensorboard", "checkpoint_every", "keep_checkpoints",
     "data.data_dir", "data.on_device", "compare",
 })
+# Fields added to the config since run.json existed (51fe90c), each with the value that
+# does what sslj did before it existed; an older workdir is read as having that value.
+# data.on_device (617b03c) is neutral, so none yet.
+ADDED_FIELDS: dict[str, object] = {}
 
 
 class WorkdirConflict(RuntimeError):
     """The workdir holds a run of other settings, or another process is running in it."""
 
 
-def _flatten(tree, prefix: str = "") -> dict:
+def flatten(tree, prefix: str = "") -> dict:
+    """{dotted field: value} of a nested dict (an empty dict is a value)."""
     out = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict) and value:
-            out.update(_flatten(value, name + "."))
+            out.update(flatten(value, name + "."))
         else:
             out[name] = value
     return out
@@ -68,7 +77,7 @@ _SWITCHED_BLOCKS = ("spl", "icn", "ns3l")
 
 
 def _relevant(tree: dict) -> dict:
-    flat = _flatten(tree)
+    flat = flatten(tree)
     dropped = set(NEUTRAL_FIELDS) | {"method_overrides"}
     dropped |= {b for b in _SWITCHED_BLOCKS if flat.get(f"{b}.enabled") is False}
     switches = {f"{b}.enabled" for b in _SWITCHED_BLOCKS}
@@ -88,14 +97,22 @@ def stored_fingerprint(path: str) -> dict | None:
     run_json = os.path.join(path, FINGERPRINT_FILE)
     if os.path.isfile(run_json):
         with open(run_json) as f:
-            return _relevant(json.load(f)["fingerprint"])
+            return _with_added_fields(json.load(f)["fingerprint"])
     config_json = os.path.join(path, "config.json")
     if os.path.isfile(config_json) and _written_by_sslj(path):
         with open(config_json) as f:
             tree = json.load(f)
         if isinstance(tree, dict):
-            return _relevant(tree)
+            return _with_added_fields(tree)
     return None
+
+
+def _with_added_fields(tree: dict) -> dict:
+    """The stored settings with every `ADDED_FIELDS` field they lack at its old value."""
+    flat = flatten(tree)
+    for key, value in ADDED_FIELDS.items():
+        flat.setdefault(key, value)
+    return _relevant(flat)
 
 
 def _written_by_sslj(path: str) -> bool:
@@ -120,7 +137,8 @@ def is_finished(path: str) -> bool:
 
 
 def differences(old: dict, new: dict) -> list[str]:
-    """'field: old -> new' for every field that differs (missing: '<unset>')."""
+    """'field: old -> new' for every field that differs (missing: '<unset>', a field the
+    stored run does not know: see `ADDED_FIELDS`)."""
     out = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key, "<unset>"), new.get(key, "<unset>")
@@ -290,6 +308,6 @@ def _has_checkpoint(path: str) -> bool:
     return False
 
 
-__all__ = ["Claim", "FINGERPRINT_FILE", "LOCK_FILE", "NEUTRAL_FIELDS", "WorkdirConflict",
-           "check", "check_path", "claim", "differences", "fingerprint", "is_finished", "lock",
-           "remove_run", "stored_fingerprint"]
+__all__ = ["ADDED_FIELDS", "Claim", "FINGERPRINT_FILE", "LOCK_FILE", "NEUTRAL_FIELDS",
+           "WorkdirConflict", "check", "check_path", "claim", "differences", "fingerprint",
+           "flatten", "is_finished", "lock", "remove_run", "stored_fingerprint"]
