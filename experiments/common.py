@@ -172,6 +172,19 @@ def out_of_memory_message(name: str, cfg, e: BaseException) -> str:
             "already saved are kept)")
 
 
+def train(name: str, cfg, out: str, *, pretrained_dir=None, overwrite: bool = False):
+    """`sslj.procedures.run` of one run (`name` in messages); an out-of-memory error is
+    one line (`out_of_memory_message`) instead of XLA's traceback."""
+    from sslj.procedures import run
+
+    try:
+        return run(cfg, out, pretrained_dir=pretrained_dir, overwrite=overwrite)
+    except Exception as e:
+        if out_of_memory(e):
+            raise SystemExit(out_of_memory_message(name, cfg, e)) from None
+        raise
+
+
 def run_config(config, workdir: str, *, overwrite: bool = False,
                explicit=(), dry_run: bool = False) -> list[dict]:
     """Trains `config` (each method of `config.compare`) and prints the results table.
@@ -182,7 +195,6 @@ def run_config(config, workdir: str, *, overwrite: bool = False,
     overrides did set are printed, one line per run. `dry_run`: only the checks, then
     one line per run that would start (nothing is written, no data is loaded)."""
     from sslj.common.sharding import maybe_initialize_distributed
-    from sslj.procedures import run
     from sslj.train import workdir as workdir_lib
     from sslj.train.interrupt import RunInterrupted
 
@@ -211,13 +223,8 @@ def run_config(config, workdir: str, *, overwrite: bool = False,
         shared = Pretrainings()
         for i in sorted(range(len(methods)), key=lambda i: bool(configs[i].spl.enabled)):
             cfg = configs[i]
-            try:
-                results.append((i, run(cfg, outs[i], pretrained_dir=shared.lookup(cfg),
-                                       overwrite=overwrite)))
-            except Exception as e:
-                if out_of_memory(e):
-                    raise SystemExit(out_of_memory_message(methods[i], cfg, e)) from None
-                raise
+            results.append((i, train(methods[i], cfg, outs[i],
+                                     pretrained_dir=shared.lookup(cfg), overwrite=overwrite)))
             shared.record(cfg, outs[i])
         results = [r for _, r in sorted(results, key=lambda x: x[0])]
     except (*user_errors(), RunInterrupted, KeyboardInterrupt) as e:

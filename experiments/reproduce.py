@@ -68,7 +68,6 @@ def run_table(name: str, scale: str, seeds: int, workdir: str, sets=(),
     import dataclasses
 
     from sslj import config as config_lib
-    from sslj.procedures import run
     from sslj.train import workdir as workdir_lib
 
     if int(seeds) < 1 or int(seed_offset) < 0:
@@ -164,12 +163,7 @@ def run_table(name: str, scale: str, seeds: int, workdir: str, sets=(),
             print(f"{label}: finished run reused", flush=True)
         else:
             print(label, flush=True)
-            try:
-                r = run(cfg, out, pretrained_dir=done, overwrite=overwrite)
-            except Exception as e:
-                if common.out_of_memory(e):
-                    raise SystemExit(common.out_of_memory_message(row, cfg, e)) from None
-                raise
+            r = common.train(row, cfg, out, pretrained_dir=done, overwrite=overwrite)
         shared.record(cfg, out)
         results.setdefault((row, value), []).append(r[table.metric])
         full.setdefault((row, value), []).append(r)
