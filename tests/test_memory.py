@@ -77,3 +77,52 @@ def test_run_with_a_batch_over_the_memory_is_one_line_and_writes_nothing(tmp_pat
     assert last.startswith("error: batch_size=10000000 needs at least") and \
         "lower batch_size" in last, last
     assert not work.exists() or not any(work.iterdir())
+
+
+def test_compiled_check_uses_xlas_figure_and_the_first_call_reuses_its_compilation():
+    import jax.numpy as jnp
+
+    traced = []
+
+    @jax.jit
+    def f(x):
+        traced.append(1)
+        return jnp.tanh(x @ x.T).sum(axis=0)  # a 512 x 512 float32 temporary: 1 MiB
+
+    x = jnp.ones((512, 8))
+    need = memory.check_compiled(f, (x,), {"batch_size": 512},
+                                 available=(2**40, "available host memory"))
+    assert 2**20 <= need < 4 * 2**20, need
+    assert memory.check_compiled(f, (x,), {"batch_size": 512}, devices=8,
+                                 available=(2**40, "x")) == 8 * need
+    with pytest.raises(memory.MemoryEstimateError) as e:
+        memory.check_compiled(f, (x,), {"batch_size": 512, "unlabeled_batch_size": 0},
+                              available=(need - 1, "available host memory"))
+    msg = str(e.value)
+    assert msg.startswith("batch_size=512 + unlabeled_batch_size=0 needs 1.0 MiB per step "
+                          "(XLA's compiled step), more than the 1.0 MiB of available host "
+                          "memory: lower batch_size or unlabeled_batch_size"), msg
+    n = len(traced)
+    f(x).block_until_ready()
+    assert len(traced) == n  # the call reuses the checked compilation: no new trace
+
+
+def test_batch_that_passes_the_bound_but_not_the_compiled_step_is_refused_up_front(
+        tmp_path, monkeypatch):
+    """The lower bound lets it through; XLA's figure for the compiled step refuses it
+    before the first step, in one line, and the fresh workdir is left as it was."""
+    from experiments import common
+
+    c = tiny_config(compare="supervised")
+    exp = standard.prepare(for_method(c, "supervised"), devices=jax.devices()[:1])
+    bound = memory.check_batch_fits(exp.model, exp.dataset.image_shape,
+                                    {"batch_size": 16}, available=(None, "test"))
+    monkeypatch.setattr(memory, "available_bytes",
+                        lambda: (int(1.2 * bound), "available host memory"))
+    work = tmp_path / "run"
+    with pytest.raises(SystemExit) as e:
+        common.run_config(c, str(work))
+    msg = str(e.value.code)
+    assert msg.startswith("error: batch_size=16 needs ") and \
+        "(XLA's compiled step), more than the" in msg and msg.endswith("lower batch_size")
+    assert not work.exists()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -241,6 +242,15 @@ def train_and_evaluate(exp: Experiment, workdir: str, *, stop_at: int | None = N
     predict = make_predict(exp.model, mesh)
     unlabeled_set = None  # built on the first refresh (methods with a host-side update)
     batches = train_streams(exp).iterate(mesh, start_step=start)
+    end = num_steps if stop_at is None else min(stop_at, num_steps)
+    first = next(batches) if start < end else None
+    if first is not None:  # XLA's figure before the first step (its compilation is reused)
+        sizes = {"batch_size": int(cfg.batch_size)}
+        if exp.method.uses_unlabeled:
+            sizes["unlabeled_batch_size"] = int(cfg.unlabeled_batch_size)
+        memory.check_compiled(train_step, (state, first), sizes,
+                              devices=len(mesh.local_devices))
+        batches = itertools.chain([first], batches)
 
     def run_eval(step: int) -> dict:
         val = (evaluate(predict, state.params, state.batch_stats, state.masks, val_set)
@@ -270,7 +280,6 @@ def train_and_evaluate(exp: Experiment, workdir: str, *, stop_at: int | None = N
     window = MetricWindow()  # this log window's metrics, on the device
     log_every, eval_every = int(cfg.log_every), int(cfg.eval_every)
     ckpt_every = int(cfg.checkpoint_every)
-    end = num_steps if stop_at is None else min(stop_at, num_steps)
     stop = StopRequests()
     try:
         stop.__enter__()

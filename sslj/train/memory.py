@@ -12,6 +12,13 @@ the full sum for supervised WRN-28-2, 0.87x for the Pi-model, 2.15x for cnn_tiny
 1.7-4.3x the bound (tests/test_memory.py checks bound < need). Memory available: on a
 CPU the host's (`MemAvailable`), shared by all its devices; on an accelerator each
 device's `bytes_limit` times the process's devices.
+
+Because it is a lower bound, a batch can pass it and still not fit (cnn_tiny's step
+needs 4.3x the bound). So the training loop also checks XLA's own figure for the
+compiled step (`check_compiled`: temporaries plus outputs not aliased to donated inputs,
+per device, times the process's devices) before the first step runs. That compilation
+is the one the first step uses (jit keeps the executable), so it costs nothing extra;
+what a too-large batch then costs is its compilation, not an out-of-memory error.
 """
 
 from __future__ import annotations
@@ -58,6 +65,10 @@ def available_bytes() -> tuple[int | None, str]:
         return None, "unknown"
 
 
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
 def check_batch_fits(model, image_shape, batches: dict[str, int],
                      available: tuple[int | None, str] | None = None) -> int:
     """Raises `MemoryEstimateError` when one step's activations alone exceed the memory
@@ -70,8 +81,33 @@ def check_batch_fits(model, image_shape, batches: dict[str, int],
     if have is not None and need > have:
         setting = " + ".join(f"{k}={v}" for k, v in batches.items())
         raise MemoryEstimateError(
-            f"{setting} needs at least {need / 2**30:.1f} GiB per step, "
-            f"more than the {have / 2**30:.1f} GiB of {where}: lower "
+            f"{setting} needs at least {_size(need)} per step, "
+            f"more than the {_size(have)} of {where}: lower "
+            f"{' or '.join(batches)}" + ("" if where == "available host memory" else
+                                          " (or spread the batch over more devices)"))
+    return need
+
+
+def check_compiled(jitted, args: tuple, batches: dict[str, int], devices: int = 1,
+                   available: tuple[int | None, str] | None = None) -> int | None:
+    """Compiles `jitted` for `args` (the first step's arguments) and raises
+    `MemoryEstimateError` when XLA's figure for one step, times the `devices` of this
+    process it runs on, exceeds the memory available; returns that figure in bytes
+    (None when the backend gives no memory analysis). Arguments already live in memory
+    and are not counted; outputs aliased to donated arguments reuse theirs. `batches`
+    names the fields to lower, as in `check_batch_fits`."""
+    stats = jitted.lower(*args).compile().memory_analysis()
+    if stats is None:
+        return None
+    per_device = int(stats.temp_size_in_bytes) + max(
+        int(stats.output_size_in_bytes) - int(stats.alias_size_in_bytes), 0)
+    need = per_device * int(devices)
+    have, where = available if available is not None else available_bytes()
+    if have is not None and need > have:
+        setting = " + ".join(f"{k}={v}" for k, v in batches.items())
+        raise MemoryEstimateError(
+            f"{setting} needs {_size(need)} per step (XLA's compiled step), "
+            f"more than the {_size(have)} of {where}: lower "
             f"{' or '.join(batches)}" + ("" if where == "available host memory" else
                                           " (or spread the batch over more devices)"))
     return need
