@@ -137,11 +137,8 @@ def fetch(tree):
     processes cannot be read locally, so those are gathered with
     `multihost_utils.process_allgather` (a collective: every process must call `fetch`
     at the same point); replicated arrays are read from a local copy."""
-    leaves = jax.tree.leaves(tree)
-    if jax.process_count() == 1 or all(
-            not isinstance(x, jax.Array) or x.is_fully_addressable or x.is_fully_replicated
-            for x in leaves):
-        return jax.device_get(tree)
+    if jax.process_count() == 1:
+        return jax.device_get(tree)  # one batched transfer
     from jax.experimental import multihost_utils
 
     def one(x):
