@@ -2,7 +2,7 @@
 
     pip install -e ".[bench]"      # PyTorch (a CPU-only wheel is enough); sslj never needs it
     python experiments/benchmarks/vs_pytorch.py [--models wrn28_2,cnn_small]
-        [--methods supervised,pi_model,mean_teacher,vat_fd] [--batch 64] [--rounds 5]
+        [--methods supervised,pi_model,...] [--batch 64] [--rounds 5]
         [--steps 5] [--out DIR]
     python experiments/benchmarks/vs_pytorch.py --quick     # cnn_small; supervised, pi_model
 
@@ -19,12 +19,17 @@ Methods: `supervised` (cross-entropy on B labeled images); `pi_model` (clean pas
 labeled + unlabeled, a second stochastic pass with frozen BatchNorm statistics as the
 target, no gradient through it, softmax MSE); `mean_teacher` (the teacher's pass instead
 of the second one, EMA of the teacher's weights and statistics after the optimizer
-step); `vat_fd` (VAT with Oliver's finite-difference probe: clean pass, reference pass
-over the unlabeled images, one power iteration as a forward and a backward to the input
-at xi d, the adversarial pass, KL). Labeled batch B plus B unlabeled images for the SSL
-methods, float32, MNIST-shaped (28x28x1) images for cnn_small, CIFAR-shaped (32x32x3)
-for wrn28_2. The PyTorch models run in channels_last memory format with
-`torch.set_num_threads(os.cpu_count())`; JAX runs with the XLA flags that
+step); `temporal_ensembling` (the clean pass only; softmax MSE against each unlabeled
+example's bias-corrected ensemble prediction, zero for an example without one, and the
+ensemble and count updated at the batch's indices after the step); `pseudo_label` (the
+clean pass only; cross-entropy of the unlabeled images whose detached max softmax
+exceeds the threshold against their argmax, over the batch or over the confident ones
+as `pseudo_label.normalize` says); `vat_fd` (VAT with Oliver's finite-difference probe:
+clean pass, reference pass over the unlabeled images, one power iteration as a forward
+and a backward to the input at xi d, the adversarial pass, KL). Labeled batch B plus B
+unlabeled images for the SSL methods, float32, MNIST-shaped (28x28x1) images for
+cnn_small, CIFAR-shaped (32x32x3) for wrn28_2. The PyTorch models run in channels_last
+memory format with `torch.set_num_threads(os.cpu_count())`; JAX runs with the XLA flags that
 `experiments/common.py` sets (imported first).
 
 How: a numeric check first (always on, cheap): per model, sslj's initial weights are
@@ -89,7 +94,8 @@ except ImportError:  # main() says how to install it and exits 2
 
 INSTALL = 'pip install -e ".[bench]"'
 MODELS = ("wrn28_2", "cnn_small")
-METHODS = ("supervised", "pi_model", "mean_teacher", "vat_fd")
+METHODS = ("supervised", "pi_model", "mean_teacher", "temporal_ensembling",
+           "pseudo_label", "vat_fd")
 QUICK = {"models": "cnn_small", "methods": "supervised,pi_model", "rounds": 2, "steps": 3}
 NUM_CLASSES = 10
 WRN28_2_PARAMS = 1_467_610  # sslj/models/wrn.py's docstring, for 10 classes
@@ -413,6 +419,10 @@ class TorchStep:
             self.opt, self.adam = cls(groups, foreach=True, **kwargs), "foreach"
         with torch.no_grad():
             self.ema = [p.detach().clone() for p in self.params]
+        if self.method == "temporal_ensembling":  # init_extra: 4 B examples' ensembles
+            self.unlabeled_index = torch.from_numpy(host["unlabeled_index"]).long()
+            self.ensemble = torch.zeros(4 * self.images.shape[0], NUM_CLASSES)
+            self.count = torch.zeros(4 * self.images.shape[0], dtype=torch.int32)
         if self.method == "mean_teacher":  # starts as a copy of the student (init_extra)
             self.teacher = torch_net(model_name, params, batch_stats).train()
             self.teacher.requires_grad_(False)
@@ -456,7 +466,7 @@ class TorchStep:
         xl = to_float(self.images)
         n = xl.shape[0]
         ramp = host_ramp(cfg.ramp.kind, int(cfg.ramp.steps), t)
-        values, weights = {}, {"xe": 1.0}
+        values, weights, extra = {}, {"xe": 1.0}, {}
         if self.method == "supervised":
             logits = net(weak(xl, **self.aug))
         else:
@@ -481,6 +491,32 @@ class TorchStep:
                 set_update_stats(net, True)
                 values["vat"] = div(logits_u.detach(), logits_adv).mean()
                 weights["vat"] = float(cfg.vat.weight) * ramp
+            elif self.method == "temporal_ensembling":
+                te = cfg.temporal_ensembling
+                ids = self.unlabeled_index
+                count = self.count[ids]
+                has_target = count > 0
+                correction = (1.0 - float(te.alpha) ** count.float()).clamp_min(1e-12)
+                target = torch.where(has_target[:, None],
+                                     self.ensemble[ids] / correction[:, None], 0.0)
+                p_u = F.softmax(logits_u, -1)
+                sq = (p_u - target).square().mean(-1)
+                values["te"] = torch.where(has_target, sq, 0.0).mean()
+                weights["te"] = float(te.weight) * ramp
+                extra["te_has_target"] = has_target.float().mean()
+            elif self.method == "pseudo_label":
+                pl = cfg.pseudo_label
+                with torch.no_grad():
+                    confidence, label = F.softmax(logits_u.detach(), -1).max(-1)
+                    confident = confidence > float(pl.threshold)
+                per_example = F.cross_entropy(logits_u, label, reduction="none")
+                if pl.normalize == "batch":
+                    values["pl"] = torch.where(confident, per_example, 0.0).mean()
+                else:  # "confident": the mean over the confident ones, 0 when none is
+                    values["pl"] = (torch.where(confident, per_example, 0.0).sum()
+                                    / confident.sum().clamp_min(1))
+                weights["pl"] = float(pl.weight) * ramp
+                extra["mask"] = confident.float().mean()
             else:
                 raise SystemExit(f"error: no PyTorch step for {self.method!r}")
         values["xe"] = F.cross_entropy(logits, self.labels)
@@ -497,8 +533,13 @@ class TorchStep:
             metrics = {"losses/total": total.detach(), "monitors/l2_grads": _l2(grads),
                        "monitors/l2_params": _l2(self.params),
                        "monitors/l2_updates": _l2(torch._foreach_sub(self.params, old)),
-                       **{f"losses/{k}": v.detach() for k, v in values.items()}}
+                       **{f"losses/{k}": v.detach() for k, v in values.items()},
+                       **{f"monitors/{k}": v for k, v in extra.items()}}
             torch._foreach_lerp_(self.ema, self.params, 1.0 - float(cfg.ema_decay))
+            if self.method == "temporal_ensembling":  # `update_extra`, after the step
+                alpha, ids = float(cfg.temporal_ensembling.alpha), self.unlabeled_index
+                self.ensemble[ids] = alpha * self.ensemble[ids] + (1.0 - alpha) * p_u.detach()
+                self.count[ids] += 1
             if self.method == "mean_teacher":
                 a = 1.0 - float(cfg.mean_teacher.ema_decay)
                 torch._foreach_lerp_(self.teacher_params, self.params, a)
