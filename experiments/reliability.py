@@ -53,19 +53,19 @@ each one did.
 Reading the table (printed, and written with a figure to `--out`, default
 runs/reliability/<UTC time>/, which must not exist or be empty): one row per category;
 `trials` kill-and-resume sequences (one workdir each), damaged workdirs, processes of
-the concurrent pairs, invalid commands; `survived bitwise-equal` those that
-ended equal to the reference; `clean errors` those that stopped with a non-zero exit and
-a short message naming the problem (what invalid inputs and the refused half of each
-concurrent pair must do); `tracebacks` any stderr with a Python traceback; `other
-failures` everything else (a difference from the reference, a refusal that did not
-happen or did not name the problem, something written by a refused run, a timeout);
-`skipped` a trial this machine cannot run (a read-only workdir when chmod does not
-restrict, as for root). Each failing trial follows as one line with its command and the
-essence of the difference. The exit status is 1 when any trial failed, 2 when a
-reference run failed (nothing else is run then). Per-launch stdout / stderr are kept in
-`<out>/logs/`, the reference workdirs in `<out>/reference/`; the workdirs of trials
-that passed are removed unless `--keep_workdirs`, those of failing trials are kept in
-`<out>/work/`.
+the concurrent pairs, invalid commands; `survived bitwise-equal` those that ended equal
+to the reference; `clean errors` those that stopped with a non-zero exit and a short
+message naming the problem (what invalid inputs and the refused half of each concurrent
+pair must do); `tracebacks` any stderr with a Python traceback; `other failures`
+everything else (a difference from the reference, a refusal that did not happen or did
+not name the problem, something written by a refused run, a timeout); `skipped` a trial
+this machine cannot run (none now: where chmod does not restrict the user, as for root,
+the read-only workdir is simulated by `DENY_WRITES`). Each failing trial follows as one
+line with its command and the essence of the difference. The exit status is 1 when any
+trial failed, 2 when a reference run failed (nothing else is run then). Per-launch
+stdout / stderr are kept in `<out>/logs/`, the reference workdirs in `<out>/reference/`;
+the workdirs of trials that passed are removed unless `--keep_workdirs`, those of
+failing trials are kept in `<out>/work/`.
 """
 
 from __future__ import annotations
@@ -86,6 +86,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 RUN = [sys.executable, "experiments/run.py"]
 REPRODUCE = [sys.executable, "experiments/reproduce.py"]
+# `python -c DENY_WRITES DIR script args...`: runs `script` with os.access denying writes
+# at and below DIR. chmod cannot make a directory read-only for root, so where it does
+# not restrict this user the read-only-workdir case is run through it (the rest is the
+# real script); tests/test_cli.py uses it as well.
+DENY_WRITES = """import os, runpy, sys
+root, access = os.path.abspath(sys.argv[1]), os.access
+def denied(path, mode, *args, **kwargs):
+    inside = os.path.abspath(path) == root or os.path.abspath(path).startswith(root + os.sep)
+    return False if inside and mode & os.W_OK else access(path, mode, *args, **kwargs)
+os.access = denied
+sys.argv = sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
 
 SUPERVISED = ["--config.model=cnn_tiny", "--config.compare=supervised",
               "--config.num_steps=60", "--config.eval_every=20", "--config.checkpoint_every=20",
@@ -719,11 +732,9 @@ class Harness:
                     else [*REPRODUCE, "--workdir", workdir])
             cmd = [*base, *args] if tool == "run" else [*base, *args, *REPRODUCE_SHORT]
             trial = Trial(CATEGORIES[5], label, shown(cmd), "clean_error", workdir=workdir)
-            skip = prepare_workdir(workdir, kind)
-            if skip:
-                trial.outcome, trial.detail = "skipped", skip
-                self.record(trial, k, len(cases))
-                continue
+            if prepare_workdir(workdir, kind) == "deny":  # root: chmod does not restrict
+                trial.command = "(os.access denying writes, DENY_WRITES) " + trial.command
+                cmd = [sys.executable, "-c", DENY_WRITES, workdir, *cmd[1:]]
             before = state_of(workdir)
             result = launch(cmd, self.path("logs", name, "0"),
                             timeout=30 + 4 * self.durations["supervised"])
@@ -792,7 +803,8 @@ def invalid_cases() -> list[tuple[str, str, list[str], str, str]]:
 
 
 def prepare_workdir(workdir: str, kind: str) -> str | None:
-    """Makes the workdir a case starts from; returns why the case is skipped, if it is."""
+    """Makes the workdir a case starts from; "deny" when a read-only workdir must be
+    simulated (`DENY_WRITES`) because chmod does not restrict this user."""
     os.makedirs(os.path.dirname(workdir), exist_ok=True)
     if kind == "file":
         with open(workdir, "w") as f:
@@ -802,8 +814,7 @@ def prepare_workdir(workdir: str, kind: str) -> str | None:
         os.chmod(workdir, 0o555)
         if os.access(workdir, os.W_OK):
             os.chmod(workdir, 0o755)
-            return ("skipped: chmod does not restrict this user (root); "
-                    "tests/test_cli.py denies os.access instead")
+            return "deny"
     elif kind != "absent":
         raise ValueError(kind)
     return None

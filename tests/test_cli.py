@@ -47,26 +47,18 @@ def test_cli_reports_bad_input_without_traceback(tmp_path, args, message):
     assert not (tmp_path / "run" / "supervised" / "run.json").exists()
 
 
-# os.access denies writing below argv[1]; then run.py runs with the remaining arguments
-_READ_ONLY = """import os, runpy, sys
-root, access = os.path.abspath(sys.argv[1]), os.access
-def denied(path, mode, *args, **kwargs):
-    inside = os.path.abspath(path) == root or os.path.abspath(path).startswith(root + os.sep)
-    return False if inside and mode & os.W_OK else access(path, mode, *args, **kwargs)
-os.access = denied
-sys.argv = sys.argv[2:]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
 
 
 def test_read_only_workdir_is_refused_in_one_line(tmp_path):
     """chmod cannot make a directory read-only for root (this machine runs tests as
     root), so the file system's answer is replaced by a denying `os.access` for the
-    directory; everything after it is the real run.py."""
+    directory (`experiments.reliability.DENY_WRITES`); the rest is the real run.py."""
     locked = tmp_path / "locked"
     locked.mkdir()
     env = {**os.environ, "XLA_FLAGS": "", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run([sys.executable, "-c", _READ_ONLY, str(locked),
+    from experiments.reliability import DENY_WRITES
+
+    proc = subprocess.run([sys.executable, "-c", DENY_WRITES, str(locked),
                            os.path.join(ROOT, "experiments", "run.py"),
                            "--workdir", str(locked / "run")],
                           capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
