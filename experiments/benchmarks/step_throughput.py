@@ -122,6 +122,76 @@ def build_step(model_name, method_name, batch, mu: int = 7, *, dtype: str = "flo
     return step, state, sharding.shard_batch(mesh, host), images
 
 
+SPL_STEPS = ("spl_inner", "spl_outer")
+
+
+def build_spl_step(model_name, which, batch, *, devices=None):
+    """(step, state, sharded batch, images per step) of SPL's inner step (`spl_inner`:
+    the hard masks' scores learnt by cross-entropy on a V1 batch of
+    `spl.inner_batch_size`) or outer step (`spl_outer`: `SPLConsistency` with the masks
+    frozen and harmful weights gated) of `pi_model+spl`, as `sslj.procedures.spl` builds
+    them: magnitude identification at the main job's safe ratio (delta 0.6, tau 60 /
+    1,500), scores |theta| / threshold. `step(state, batch)`: the inner step's counter
+    argument is fixed at 0 (it only keys dropout)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from experiments.configs.default import get_config
+    from sslj import config as config_lib
+    from sslj.common import sharding
+    from sslj.methods import get_method
+    from sslj.models import get_model
+    from sslj.procedures.spl import outer_training
+    from sslj.spl import bilevel
+    from sslj.spl import masks as masks_lib
+    from sslj.train.optim import make_optimizer
+    from sslj.train.state import create_train_state
+    from sslj.train.step import make_train_step
+
+    if which not in SPL_STEPS:
+        raise ValueError(f"{which!r}: allowed {SPL_STEPS}")
+    cfg = config_lib.for_method(get_config(), "pi_model+spl")
+    cfg.model, cfg.batch_size, cfg.unlabeled_batch_size = model_name, batch, batch
+    cfg.split.seen_classes = tuple(range(10))
+    cfg.data.flip = SHAPES[model_name][-1] == 3
+    spl = cfg.spl
+    mesh = sharding.make_mesh(devices)
+    model = get_model(model_name, 10)
+    opt = make_optimizer(cfg.optimizer, int(cfg.num_steps))
+    state = create_train_state(model, opt, jax.random.PRNGKey(0), SHAPES[model_name])
+    spec = masks_lib.masked_leaves(state.params, masks_lib.rules_from_config(spl))
+    ident = masks_lib.identify(state.params, spec, masks_lib.safe_ratio(0.6, 60 / 1500),
+                               "magnitude")
+    inner_opt = bilevel.inner_optimizer(spl)
+    scores = masks_lib.init_scores(state.params, ident, spl.mask)
+    masks = masks_lib.masks_from_scores(scores, ident.counts, spl.mask, spl.rank_by)
+    state = state.replace(masks=masks, mask_scores=scores,
+                          mask_opt_state=inner_opt.init(scores))
+    rng = np.random.default_rng(0)
+    if which == "spl_inner":
+        n = int(spl.inner_batch_size)
+        host = {"image": rng.integers(0, 256, (n, *SHAPES[model_name]), np.uint8),
+                "label": rng.integers(0, 10, n).astype(np.int32)}
+        inner = bilevel.make_inner_step(model, ident.counts, spl.mask, inner_opt, mesh,
+                                        bn_update=bool(spl.inner_bn_update),
+                                        rank_by=spl.rank_by)
+        index = jnp.zeros((), jnp.int32)
+
+        def step(state, batch):
+            return inner(state, batch, index)
+
+        return step, sharding.replicate(mesh, state), sharding.shard_batch(mesh, host), n
+    outer_cfg, outer_opt = outer_training(cfg, opt)
+    method = bilevel.outer_method(outer_cfg, get_method(cfg))
+    host = {"image": rng.integers(0, 256, (batch, *SHAPES[model_name]), np.uint8),
+            "label": rng.integers(0, 10, batch).astype(np.int32),
+            "unlabeled_image": rng.integers(0, 256, (batch, *SHAPES[model_name]), np.uint8),
+            "unlabeled_index": np.arange(batch, dtype=np.int32)}
+    step = make_train_step(model, method, outer_opt, outer_cfg, mesh)
+    return step, sharding.replicate(mesh, state), sharding.shard_batch(mesh, host), 2 * batch
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

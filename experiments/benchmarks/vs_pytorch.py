@@ -23,14 +23,22 @@ step); `temporal_ensembling` (the clean pass only; softmax MSE against each unla
 example's bias-corrected ensemble prediction, zero for an example without one, and the
 ensemble and count updated at the batch's indices after the step); `pseudo_label` (the
 clean pass only; cross-entropy of the unlabeled images whose detached max softmax
-exceeds the threshold against their argmax, over the batch or over the confident ones
-as `pseudo_label.normalize` says); `vat_fd` (VAT with Oliver's finite-difference probe:
-clean pass, reference pass over the unlabeled images, one power iteration as a forward
-and a backward to the input at xi d, the adversarial pass, KL). Labeled batch B plus B
-unlabeled images for the SSL methods, float32, MNIST-shaped (28x28x1) images for
+exceeds the threshold against their argmax, over the batch or over the confident ones as
+`pseudo_label.normalize` says); `spl_inner` (SPL's inner step of `pi_model+spl`: the V1
+batch of `spl.inner_batch_size` through the net with hard-masked conv kernels, top-k of
+the scores forward and straight-through backward, batch statistics written,
+cross-entropy, Adam on the scores only, the new masks' density and swaps; PyTorch takes
+the top-k with `torch.topk`, sslj with a stable argsort); `spl_outer` (its outer step:
+the Pi-model's two passes on the masked weights, cross-entropy and consistency weighted
+as SPL's "official" normalisation, and the harmful weights restored after the Adam step,
+`gate_updates`); both start from sslj's magnitude identification at the main job's safe
+ratio (`step_throughput.build_spl_step`); `vat_fd` (VAT with Oliver's finite-difference
+probe: clean pass, reference pass over the unlabeled images, one power iteration as a
+forward and a backward to the input at xi d, the adversarial pass, KL). Labeled batch B
+plus B unlabeled images for the SSL methods, float32, MNIST-shaped (28x28x1) images for
 cnn_small, CIFAR-shaped (32x32x3) for wrn28_2. The PyTorch models run in channels_last
-memory format with `torch.set_num_threads(os.cpu_count())`; JAX runs with the XLA flags that
-`experiments/common.py` sets (imported first).
+memory format with `torch.set_num_threads(os.cpu_count())`; JAX runs with the XLA flags
+that `experiments/common.py` sets (imported first).
 
 How: a numeric check first (always on, cheap): per model, sslj's initial weights are
 copied into the PyTorch net and the logits of both on one random batch must agree, in
@@ -83,7 +91,13 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from experiments import common  # noqa: E402,F401  (XLA flags before JAX starts)
-from experiments.benchmarks.step_throughput import SHAPES, VARIANTS, build_step  # noqa: E402
+from experiments.benchmarks.step_throughput import (  # noqa: E402
+    SHAPES,
+    SPL_STEPS,
+    VARIANTS,
+    build_spl_step,
+    build_step,
+)
 
 try:  # optional: `pip install -e ".[bench]"`
     import torch
@@ -95,7 +109,7 @@ except ImportError:  # main() says how to install it and exits 2
 INSTALL = 'pip install -e ".[bench]"'
 MODELS = ("wrn28_2", "cnn_small")
 METHODS = ("supervised", "pi_model", "mean_teacher", "temporal_ensembling",
-           "pseudo_label", "vat_fd")
+           "pseudo_label", "vat_fd", "spl_inner", "spl_outer")
 QUICK = {"models": "cnn_small", "methods": "supervised,pi_model", "rounds": 2, "steps": 3}
 NUM_CLASSES = 10
 WRN28_2_PARAMS = 1_467_610  # sslj/models/wrn.py's docstring, for 10 classes
@@ -109,6 +123,8 @@ def method_config(model_name: str, method_name: str, batch: int):
     from sslj import config as config_lib
 
     base, fields = VARIANTS.get(method_name, (method_name, {}))
+    if method_name in SPL_STEPS:
+        base = "pi_model+spl"
     cfg = config_lib.set_fields(config_lib.for_method(get_config(), base), fields)
     cfg.model, cfg.batch_size, cfg.unlabeled_batch_size = model_name, batch, batch
     cfg.split.seen_classes = tuple(range(NUM_CLASSES))
@@ -125,6 +141,17 @@ def method_config(model_name: str, method_name: str, batch: int):
               "ns3l.enabled": not cfg.ns3l.enabled}
     if base == "vat":
         checks["vat.probe"] = cfg.vat.probe == "finite_difference"
+    if method_name in SPL_STEPS:
+        spl = cfg.spl
+        checks.update({"spl.mask": spl.mask == "hard", "spl.rank_by": spl.rank_by == "score",
+                       "spl.inner_optimizer": spl.inner_optimizer == "adam",
+                       "spl.outer_loss": spl.outer_loss == "consistency",
+                       "spl.consistency_normalization":
+                           spl.consistency_normalization == "official",
+                       "spl.outer_optimizer": spl.outer_optimizer == "continue",
+                       "spl.mask_classifier": not spl.mask_classifier,
+                       "spl.rules": [tuple(r) for r in spl.rules] == [(r"(^|/)kernel$", True)],
+                       "pi_model.target_pass": cfg.pi_model.target_pass == "batch"})
     bad = [k for k, ok in checks.items() if not ok]
     if bad:
         raise SystemExit(f"error: the PyTorch step does not implement {method_name}'s "
@@ -388,10 +415,122 @@ def _l2(tensors):
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
 
 
+def top_k_mask(score, k: int):
+    """1 on the k largest entries of `score`, 0 elsewhere (`sslj.spl.masks.hard_mask`)."""
+    flat = score.detach().reshape(-1)
+    if k >= flat.numel():
+        return torch.ones_like(score)
+    out = torch.zeros_like(flat)
+    if k > 0:
+        out.scatter_(0, torch.topk(flat, k, sorted=False).indices, 1.0)
+    return out.view_as(score)
+
+
+def _kernel_to_torch(a):
+    """An sslj conv kernel leaf (HWIO) as a PyTorch conv weight (OIHW)."""
+    import numpy as np
+
+    return torch.from_numpy(np.ascontiguousarray(np.transpose(np.asarray(a, np.float32),
+                                                              (3, 2, 0, 1))))
+
+
+def masked_convs(net, masks):
+    """[(module, its mask leaf as an OIHW tensor)] of the conv layers sslj masks (every
+    kernel but the classifier's: `spl.rules` and `spl.mask_classifier` defaults)."""
+    out = []
+    for mod in net.modules():
+        if isinstance(mod, nn.Conv2d):
+            leaf = masks
+            for key in mod.flax_path:
+                leaf = leaf[key]
+            if getattr(leaf["kernel"], "ndim", 0) > 0:
+                out.append((mod, leaf["kernel"]))
+    return out
+
+
+if torch is not None:
+    class FixedMask(nn.Module):
+        """Parametrization w -> w * m: SPL's outer passes run on the masked weights."""
+
+        def __init__(self, mask):
+            super().__init__()
+            self.register_buffer("mask", mask)
+
+        def forward(self, w):
+            return w * self.mask
+
+    class ScoreMask(nn.Module):
+        """Parametrization w -> w * hard(s): the top-k of the scores in the forward
+        pass, straight-through (gradient as is) to the scores in the backward pass."""
+
+        def __init__(self, score, k: int):
+            super().__init__()
+            self.score, self.k = score, k
+
+        def forward(self, w):
+            s = self.score
+            return w.detach() * (top_k_mask(s, self.k) + s - s.detach())
+
+
+class TorchSPLInner:
+    """SPL's inner step (`sslj.spl.bilevel.make_inner_step_fn`) in PyTorch eager: the
+    V1 batch (no augmentation) through the net with hard-masked conv weights, batch
+    statistics written (`spl.inner_bn_update`), cross-entropy, gradients to the scores
+    only (straight-through), Adam on the scores, the new masks and their density,
+    swaps and accuracy."""
+
+    def __init__(self, model_name, cfg, params, batch_stats, host, masks, scores):
+        self.net = torch_net(model_name, params, batch_stats).train()
+        self.net.requires_grad_(False)
+        self.images = torch.from_numpy(host["image"])
+        self.labels = torch.from_numpy(host["label"]).long()
+        self.scores, self.counts, self.current = [], [], []
+        from torch.nn.utils import parametrize
+
+        for mod, mask in masked_convs(self.net, masks):
+            leaf = scores
+            for key in mod.flax_path:
+                leaf = leaf[key]
+            score = nn.Parameter(_kernel_to_torch(leaf["kernel"]))
+            k = int(round(float(mask.sum())))
+            parametrize.register_parametrization(mod, "weight", ScoreMask(score, k))
+            self.scores.append(score)
+            self.counts.append(k)
+            self.current.append(top_k_mask(score, k))
+        self.params = [p for name, p in self.net.named_parameters()  # the net's weights
+                       if not name.endswith(".score")]
+        lr = float(cfg.spl.inner_lr)
+        try:
+            self.opt, self.adam = torch.optim.Adam(self.scores, lr=lr, fused=True), "fused"
+        except (RuntimeError, TypeError, ValueError):
+            self.opt, self.adam = torch.optim.Adam(self.scores, lr=lr, foreach=True), "foreach"
+
+    def __call__(self):
+        x = to_float(self.images).permute(0, 3, 1, 2)  # NCHW view, channels_last memory
+        logits = self.net(x)
+        loss = F.cross_entropy(logits, self.labels)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grads = [s.grad for s in self.scores]
+        self.opt.step()
+        with torch.no_grad():
+            new = [top_k_mask(s, k) for s, k in zip(self.scores, self.counts, strict=True)]
+            safe = sum(m.sum() for m in new)
+            size = sum(m.numel() for m in new)
+            swaps = sum(((a != 0) != (b != 0)).sum()
+                        for a, b in zip(new, self.current, strict=True))
+            metrics = {"spl/inner_loss": loss.detach(),
+                       "spl/inner_accuracy": (logits.argmax(-1) == self.labels).float().mean(),
+                       "spl/density": safe / size, "spl/swaps": swaps,
+                       "spl/l2_score_grads": _l2(grads)}
+        self.current = new
+        return metrics
+
+
 class TorchStep:
     """One (model, method) train step in PyTorch eager, mirroring `sslj.train.step`."""
 
-    def __init__(self, model_name, method_name, cfg, params, batch_stats, host):
+    def __init__(self, model_name, method_name, cfg, params, batch_stats, host, masks=None):
         self.method = VARIANTS.get(method_name, (method_name, {}))[0]
         self.cfg, self.t = cfg, 0
         self.net = torch_net(model_name, params, batch_stats).train()
@@ -419,6 +558,15 @@ class TorchStep:
             self.opt, self.adam = cls(groups, foreach=True, **kwargs), "foreach"
         with torch.no_grad():
             self.ema = [p.detach().clone() for p in self.params]
+        self.gates = []  # (index in self.params, mask): SPL's gated updates
+        if self.method == "spl_outer":  # masked passes; harmful weights never updated
+            from torch.nn.utils import parametrize
+
+            index = {id(p): i for i, p in enumerate(self.params)}
+            for mod, mask in masked_convs(self.net, masks):
+                m = _kernel_to_torch(mask)
+                self.gates.append((index[id(mod.weight)], m))
+                parametrize.register_parametrization(mod, "weight", FixedMask(m))
         if self.method == "temporal_ensembling":  # init_extra: 4 B examples' ensembles
             self.unlabeled_index = torch.from_numpy(host["unlabeled_index"]).long()
             self.ensemble = torch.zeros(4 * self.images.shape[0], NUM_CLASSES)
@@ -478,6 +626,12 @@ class TorchStep:
                 target = self._second_pass(net, xl, xu, cfg.pi_model.target_pass)
                 values["pi"] = softmax_mse(logits_u, target)
                 weights["pi"] = float(cfg.pi_model.weight) * ramp
+            elif self.method == "spl_outer":  # SPLConsistency, "official" normalisation
+                target = self._second_pass(net, xl, xu, cfg.pi_model.target_pass)
+                values["consistency"] = softmax_mse(logits_u, target)
+                b_l, b_u = n, xu.shape[0]
+                weights["xe"] = b_l / (b_l + b_u)
+                weights["consistency"] = float(cfg.spl.consistency_weight) * b_u / (b_l + b_u)
             elif self.method == "mean_teacher":
                 target = self._second_pass(self.teacher, xl, xu,
                                            cfg.mean_teacher.target_pass)
@@ -530,6 +684,8 @@ class TorchStep:
             grads = [p.grad for p in self.params]
             old = torch._foreach_mul(self.params, 1.0)
             self.opt.step()
+            for i, m in self.gates:  # `sslj.train.masking.gate_updates`
+                self.params[i].copy_(torch.where(m != 0, self.params[i], old[i]))
             metrics = {"losses/total": total.detach(), "monitors/l2_grads": _l2(grads),
                        "monitors/l2_params": _l2(self.params),
                        "monitors/l2_updates": _l2(torch._foreach_sub(self.params, old)),
@@ -691,7 +847,11 @@ def main(argv=None):
         for method_name in methods:
             print(f"building {model_name} {method_name}: sslj (compiling) ...",
                   file=sys.stderr, flush=True)
-            step, state, batch, images = build_step(model_name, method_name, args.batch)
+            if method_name in SPL_STEPS:
+                step, state, batch, images = build_spl_step(model_name, method_name,
+                                                            args.batch)
+            else:
+                step, state, batch, images = build_step(model_name, method_name, args.batch)
             if first:  # every case starts from the same sslj init (PRNGKey(0))
                 params = jax.device_get(state.params)
                 stats = jax.device_get(state.batch_stats)
@@ -710,7 +870,13 @@ def main(argv=None):
             print(f"building {model_name} {method_name}: PyTorch (warm-up) ...",
                   file=sys.stderr, flush=True)
             cfg = method_config(model_name, method_name, args.batch)
-            tstep = TorchStep(model_name, method_name, cfg, params, stats, host)
+            if method_name == "spl_inner":
+                tstep = TorchSPLInner(model_name, cfg, params, stats, host,
+                                      jax.device_get(state.masks),
+                                      jax.device_get(state.mask_scores))
+            else:
+                tstep = TorchStep(model_name, method_name, cfg, params, stats, host,
+                                  masks=jax.device_get(state.masks))
             n_torch = sum(p.numel() for p in tstep.params)
             if n_torch != n_sslj:
                 raise AssertionError(f"{model_name}: PyTorch {n_torch} parameters, "
