@@ -32,10 +32,12 @@ the top-k with `torch.topk`, sslj with a stable argsort); `spl_outer` (its outer
 the Pi-model's two passes on the masked weights, cross-entropy and consistency weighted
 as SPL's "official" normalisation, and the harmful weights restored after the Adam step,
 `gate_updates`); both start from sslj's magnitude identification at the main job's safe
-ratio (`step_throughput.build_spl_step`); `vat_fd` (VAT with Oliver's finite-difference
-probe: clean pass, reference pass over the unlabeled images, one power iteration as a
-forward and a backward to the input at xi d, the adversarial pass, KL). Labeled batch B
-plus B unlabeled images for the SSL methods, float32, MNIST-shaped (28x28x1) images for
+ratio (`step_throughput.build_spl_step`); `supervised+ns3l` (NS3L alone: one clean pass
+over labeled + unlabeled, cross-entropy and NS3L's threshold term on the unlabeled
+logits, `ns3l_loss`); `vat_fd` (VAT with Oliver's finite-difference probe: clean pass,
+reference pass over the unlabeled images, one power iteration as a forward and a
+backward to the input at xi d, the adversarial pass, KL). Labeled batch B plus B
+unlabeled images for the SSL methods, float32, MNIST-shaped (28x28x1) images for
 cnn_small, CIFAR-shaped (32x32x3) for wrn28_2. The PyTorch models run in channels_last
 memory format with `torch.set_num_threads(os.cpu_count())`; JAX runs with the XLA flags
 that `experiments/common.py` sets (imported first).
@@ -109,7 +111,7 @@ except ImportError:  # main() says how to install it and exits 2
 INSTALL = 'pip install -e ".[bench]"'
 MODELS = ("wrn28_2", "cnn_small")
 METHODS = ("supervised", "pi_model", "mean_teacher", "temporal_ensembling",
-           "pseudo_label", "vat_fd", "spl_inner", "spl_outer")
+           "pseudo_label", "vat_fd", "supervised+ns3l", "spl_inner", "spl_outer")
 QUICK = {"models": "cnn_small", "methods": "supervised,pi_model", "rounds": 2, "steps": 3}
 NUM_CLASSES = 10
 WRN28_2_PARAMS = 1_467_610  # sslj/models/wrn.py's docstring, for 10 classes
@@ -138,7 +140,7 @@ def method_config(model_name: str, method_name: str, batch: int):
               "pi_model.stop_gradient_target": bool(cfg.pi_model.stop_gradient_target),
               "optimizer.schedule": cfg.optimizer.schedule in ("staircase", "constant"),
               "ramp.kind": cfg.ramp.kind in ("oliver_exp", "constant", "linear"),
-              "ns3l.enabled": not cfg.ns3l.enabled}
+              "ns3l.strategy": not cfg.ns3l.enabled or cfg.ns3l.strategy == "threshold"}
     if base == "vat":
         checks["vat.probe"] = cfg.vat.probe == "finite_difference"
     if method_name in SPL_STEPS:
@@ -411,6 +413,19 @@ def vat_normalize(d):
     return d / (1e-6 + d.square().sum((1, 2, 3), keepdim=True)).sqrt()
 
 
+def ns3l_loss(logits_u, threshold: float):
+    """NS3L's term (`sslj.methods.ns3l.loss`, threshold strategy) and the mean number of
+    negatives: per example logsumexp(z) - logsumexp(z over the non-negatives), the
+    negatives the classes whose detached probability is below `threshold`; a row whose
+    classes are all negatives keeps them all (loss 0)."""
+    with torch.no_grad():
+        negatives = F.softmax(logits_u.detach(), -1) < threshold
+        drop = negatives & ~negatives.all(-1, keepdim=True)
+    kept = logits_u.masked_fill(drop, float("-inf"))
+    loss = (torch.logsumexp(logits_u, -1) - torch.logsumexp(kept, -1)).mean()
+    return loss, negatives.float().sum(-1).mean()
+
+
 def _l2(tensors):
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
 
@@ -617,6 +632,10 @@ class TorchStep:
         values, weights, extra = {}, {"xe": 1.0}, {}
         if self.method == "supervised":
             logits = net(weak(xl, **self.aug))
+        elif self.method == "supervised+ns3l":  # NS3L alone: one clean pass over both
+            xu = to_float(self.unlabeled)
+            out = net(weak(torch.cat([xl, xu]), **self.aug))
+            logits, logits_u = out[:n], out[n:]
         else:
             xu = to_float(self.unlabeled)
             x = weak(torch.cat([xl, xu]), **self.aug)
@@ -673,6 +692,10 @@ class TorchStep:
                 extra["mask"] = confident.float().mean()
             else:
                 raise SystemExit(f"error: no PyTorch step for {self.method!r}")
+        if cfg.ns3l.enabled:  # the add-on term on the clean pass's unlabeled logits
+            values["ns3l"], extra["ns3l_negatives"] = ns3l_loss(logits_u,
+                                                                float(cfg.ns3l.threshold))
+            weights["ns3l"] = float(cfg.ns3l.weight) * (ramp if cfg.ns3l.ramp else 1.0)
         values["xe"] = F.cross_entropy(logits, self.labels)
         total = sum(weights[k] * v for k, v in values.items())
         self.opt.zero_grad(set_to_none=True)
