@@ -111,7 +111,8 @@ except ImportError:  # main() says how to install it and exits 2
 INSTALL = 'pip install -e ".[bench]"'
 MODELS = ("wrn28_2", "cnn_small")
 METHODS = ("supervised", "pi_model", "mean_teacher", "temporal_ensembling",
-           "pseudo_label", "vat_fd", "supervised+ns3l", "spl_inner", "spl_outer")
+           "pseudo_label", "vat_fd", "mixmatch", "supervised+ns3l", "spl_inner",
+           "spl_outer")
 QUICK = {"models": "cnn_small", "methods": "supervised,pi_model", "rounds": 2, "steps": 3}
 NUM_CLASSES = 10
 WRN28_2_PARAMS = 1_467_610  # sslj/models/wrn.py's docstring, for 10 classes
@@ -607,6 +608,42 @@ class TorchStep:
         set_update_stats(net, frozen)
         return out if over == "unlabeled" else out[xl.shape[0]:]
 
+    def _mixmatch(self, xl, values, weights, extra, ramp):
+        """`sslj.methods.mixmatch.MixMatch`: one weak view of the labeled images, K of the
+        unlabeled ones; the label guess from a training-mode pass over the K views that
+        writes no statistics, averaged and sharpened; MixUp of everything with a shuffled
+        copy at lambda' = max(lambda, 1 - lambda) per example; one pass over the mixed
+        images (writing the statistics); soft cross-entropy on the first B, the L2 term on
+        the rest."""
+        c, net = self.cfg.mixmatch, self.net
+        k, b = int(c.k), xl.shape[0]
+        xu = to_float(self.unlabeled)
+        x_l = weak(xl, **self.aug)
+        views = torch.cat([weak(xu, **self.aug) for _ in range(k)])
+        set_update_stats(net, False)
+        with torch.no_grad():
+            p = F.softmax(net(views), -1).reshape(k, xu.shape[0], -1).mean(0)
+            q = F.softmax(torch.log(p.clamp_min(1e-30)) / float(c.temperature), -1)
+        set_update_stats(net, True)
+        targets = torch.cat([F.one_hot(self.labels, NUM_CLASSES).float(), q.repeat(k, 1)])
+        x = torch.cat([x_l, views])
+        n = x.shape[0]
+        perm = torch.randperm(n)
+        if c.mix == "example":
+            lam = torch.distributions.Beta(float(c.alpha), float(c.alpha)).sample((n,))
+        else:
+            lam = torch.distributions.Beta(float(c.alpha), float(c.alpha)).sample().expand(n)
+        lam = torch.maximum(lam, 1.0 - lam)
+        x_mixed = lam[:, None, None, None] * x + (1.0 - lam[:, None, None, None]) * x[perm]
+        t_mixed = lam[:, None] * targets + (1.0 - lam[:, None]) * targets[perm]
+        out = net(x_mixed)
+        values["xe"] = -(t_mixed[:b] * F.log_softmax(out[:b], -1)).sum(-1).mean()
+        values["mixmatch"] = (F.softmax(out[b:], -1) - t_mixed[b:]).square().mean()
+        weights["mixmatch"] = float(c.weight) * ramp
+        extra["mixmatch_guess_max"] = q.max(-1).values.mean()
+        extra["mixmatch_lambda"] = lam.mean()
+        return out[:b], out[b:]
+
     def _vat_perturbation(self, xu):
         """Oliver's finite-difference power iteration on the incoming weights: reference
         pass, then per iteration a forward at x + xi d and a backward to the input only."""
@@ -632,6 +669,8 @@ class TorchStep:
         values, weights, extra = {}, {"xe": 1.0}, {}
         if self.method == "supervised":
             logits = net(weak(xl, **self.aug))
+        elif self.method == "mixmatch":
+            logits, logits_u = self._mixmatch(xl, values, weights, extra, ramp)
         elif self.method == "supervised+ns3l":  # NS3L alone: one clean pass over both
             xu = to_float(self.unlabeled)
             out = net(weak(torch.cat([xl, xu]), **self.aug))
@@ -696,7 +735,8 @@ class TorchStep:
             values["ns3l"], extra["ns3l_negatives"] = ns3l_loss(logits_u,
                                                                 float(cfg.ns3l.threshold))
             weights["ns3l"] = float(cfg.ns3l.weight) * (ramp if cfg.ns3l.ramp else 1.0)
-        values["xe"] = F.cross_entropy(logits, self.labels)
+        if "xe" not in values:  # MixMatch's is on its mixed targets
+            values["xe"] = F.cross_entropy(logits, self.labels)
         total = sum(weights[k] * v for k, v in values.items())
         self.opt.zero_grad(set_to_none=True)
         total.backward()
