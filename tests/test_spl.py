@@ -142,6 +142,36 @@ def test_hard_mask_exact_count_ties_and_straight_through_gradient():
     chex.assert_trees_all_close(grad, c * theta, rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_hard_mask_radix_select_equals_the_stable_argsort_bit_for_bit(dtype):
+    """The radix select keeps exactly the first k of a stable argsort of -scores:
+    many ties, -0 against 0 (tied, as lax.sort canonicalises zeros), NaN (last), inf,
+    a constant leaf; under jit as the steps call it."""
+    def reference(scores, k):
+        order = np.asarray(jnp.argsort(-scores.reshape(-1), stable=True))
+        out = np.zeros(scores.size, np.float32)
+        out[order[:k]] = 1.0
+        return out.reshape(scores.shape)
+
+    rng = np.random.default_rng(7)
+    for trial in range(36):
+        n = int(rng.integers(2, 2000))
+        x = rng.normal(size=n).astype(np.float32)
+        if trial % 2 == 0:
+            x = np.round(x * 2) / 2  # heavy ties, and -0.0 from rounding small negatives
+        for every, value in ((5, -0.0), (7, 0.0), (13, np.nan), (17, np.inf), (19, -np.inf)):
+            if trial % every == 0:
+                x[rng.integers(0, n, size=max(1, n // 10))] = value
+        if trial % 11 == 0:
+            x[:] = 1.0
+        scores = jnp.asarray(x, dtype).reshape(-1, 1) if trial % 3 == 0 else \
+            jnp.asarray(x, dtype)
+        k = int(rng.integers(1, n))
+        got = np.asarray(jax.jit(M.hard_mask, static_argnums=1)(scores, k), np.float32)
+        np.testing.assert_array_equal(got, reference(scores, k), err_msg=f"trial {trial}")
+        assert got.sum() == k
+
+
 def test_soft_mask_value_and_gradients_equal_the_analytic_ones():
     rng = np.random.default_rng(1)
     s = jnp.asarray(rng.normal(size=(50,)), jnp.float32)

