@@ -557,6 +557,21 @@ def test_asyncio_report_of_an_abandoned_orbax_read_is_dropped():
     assert not keep(record("Task exception was never retrieved\nfuture: <Task>", read))
     assert keep(record("Task exception was never retrieved", ValueError("other")))
     assert keep(record("something else", read))
+    # an orbax read coroutine that failed on its own (a missing manifest: NOT_FOUND)
+    import asyncio
+
+    orbax_file = "/site-packages/orbax/checkpoint/_src/serialization/serialization.py"
+    namespace = {}
+    exec(compile("async def async_deserialize():\n    raise ValueError('NOT_FOUND: "
+                 "Error opening \"zarr\" driver')\n", orbax_file, "exec"), namespace)
+    try:
+        asyncio.run(namespace["async_deserialize"]())
+    except ValueError as e:
+        failed_open = e
+    assert not keep(logging.LogRecord("asyncio", logging.ERROR, "base_events.py", 1,
+                                      "Task exception was never retrieved", None,
+                                      (ValueError, failed_open, failed_open.__traceback__)))
+    assert keep(record("Task exception was never retrieved", ValueError("NOT_FOUND: x")))
 
 
 def test_out_of_memory_is_recognised_in_both_of_xlas_wordings():
