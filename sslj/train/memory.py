@@ -77,14 +77,7 @@ def check_batch_fits(model, image_shape, batches: dict[str, int],
     share)."""
     examples = int(sum(batches.values()))
     need = activation_bytes_per_example(model, image_shape) * examples // 2
-    have, where = available if available is not None else available_bytes()
-    if have is not None and need > have:
-        setting = " + ".join(f"{k}={v}" for k, v in batches.items())
-        raise MemoryEstimateError(
-            f"{setting} needs at least {_size(need)} per step, "
-            f"more than the {_size(have)} of {where}: lower "
-            f"{' or '.join(batches)}" + ("" if where == "available host memory" else
-                                          " (or spread the batch over more devices)"))
+    _refuse_above(need, f"at least {_size(need)} per step", batches, available)
     return need
 
 
@@ -102,12 +95,18 @@ def check_compiled(jitted, args: tuple, batches: dict[str, int], devices: int = 
     per_device = int(stats.temp_size_in_bytes) + max(
         int(stats.output_size_in_bytes) - int(stats.alias_size_in_bytes), 0)
     need = per_device * int(devices)
+    _refuse_above(need, f"{_size(need)} per step (XLA's compiled step)", batches, available)
+    return need
+
+
+def _refuse_above(need: int, needs: str, batches: dict[str, int],
+                  available: tuple[int | None, str] | None) -> None:
+    """`MemoryEstimateError` naming the batch fields when `need` bytes exceed the memory
+    available (`available_bytes()` unless given); `needs` says what the figure is."""
     have, where = available if available is not None else available_bytes()
     if have is not None and need > have:
         setting = " + ".join(f"{k}={v}" for k, v in batches.items())
         raise MemoryEstimateError(
-            f"{setting} needs {_size(need)} per step (XLA's compiled step), "
-            f"more than the {_size(have)} of {where}: lower "
+            f"{setting} needs {needs}, more than the {_size(have)} of {where}: lower "
             f"{' or '.join(batches)}" + ("" if where == "available host memory" else
                                           " (or spread the batch over more devices)"))
-    return need
