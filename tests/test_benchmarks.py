@@ -28,3 +28,18 @@ def test_gpu_benchmark_refuses_a_cpu_and_bad_arguments():
     assert gpu.peak_tflops("NVIDIA H100 80GB HBM3", "bfloat16") == 989.4
     assert gpu.peak_tflops("NVIDIA H200", "float32") == 494.7
     assert gpu.peak_tflops("cpu", "float32") is None
+
+
+@pytest.mark.slow
+def test_compile_time_benchmark_measures_cold_and_cached(tmp_path):
+    from experiments.benchmarks import compile_time
+
+    compile_time.main(["--models", "cnn_tiny", "--methods", "supervised", "--batch", "8",
+                       "--out", str(tmp_path)])
+    (row,) = json.loads((tmp_path / "compile_time.json").read_text())
+    assert row["cache_entries"] >= 1  # the cold process stored its step
+    # loading the stored executable skips XLA's work: far below compiling it
+    assert 0 < row["compile_warm_s"] < row["compile_cold_s"]
+    assert "| cnn_tiny | supervised |" in (tmp_path / "compile_time.md").read_text()
+    with pytest.raises(SystemExit, match="--models"):
+        compile_time.main(["--models", "bogus"])
