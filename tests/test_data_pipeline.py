@@ -147,7 +147,7 @@ def test_zero_padding_pads_black_and_reflect_padding_does_not():
                                       pad_mode="zeros")) == -1.0)
 
 
-def _streams(on_device, labeled_size=53, unlabeled_size=71):
+def _streams(on_device, labeled_size=53, unlabeled_size=71, block=None):
     rng = np.random.default_rng(0)
     lab = {"image": rng.integers(0, 256, (labeled_size, 8, 8, 1), np.uint8),
            "label": rng.integers(0, 6, labeled_size).astype(np.int32),
@@ -155,7 +155,7 @@ def _streams(on_device, labeled_size=53, unlabeled_size=71):
     unl = {"image": rng.integers(0, 256, (unlabeled_size, 8, 8, 1), np.uint8),
            "index": np.arange(unlabeled_size, dtype=np.int32),
            "label": rng.integers(-1, 6, unlabeled_size).astype(np.int32)}
-    return pipeline.TrainStreams(lab, unl, 16, 24, 3, on_device=on_device)
+    return pipeline.TrainStreams(lab, unl, 16, 24, 3, on_device=on_device, device_block=block)
 
 
 def _assert_same_batches(a, b, steps):
@@ -184,6 +184,11 @@ def test_batches_staged_on_device_equal_host_batches(devices):
     for start in (0, 7):
         _assert_same_batches(_streams("no").iterate(mesh, start),
                              _streams("yes").iterate(mesh, start), 15)
+        # however many steps one gather prepares (the default here: MAX_BLOCK)
+        for block in (1, 4):
+            _assert_same_batches(_streams("no").iterate(mesh, start),
+                                 _streams("yes", block=block).iterate(mesh, start), 9)
+    assert _streams("yes").iterate(mesh).block == pipeline.MAX_BLOCK
     # "auto" by size: here the labeled split fits the limit and the unlabeled does not
     limit = pipeline.DEVICE_STAGE_BYTES
     try:

@@ -8,17 +8,18 @@ exactly. Images stay uint8 on the host; they become floats on the device.
 
 Small data sets (`on_device`: "auto" stages them when the run has one process and one
 device and the arrays take at most `DEVICE_STAGE_BYTES`; see `stage_on_device`) are put
-on the device once; each step then moves only its index vector and gathers the batch on the
-device (`DeviceStream`). The indices are the same stateless permutation, computed a
-whole epoch at a time (`epoch_orders`), so the batches are bit for bit those of the
-tf.data stream (tested). On the 8x8 digits data the host pipeline made the loop
-1.17-1.37x slower than batches already on the device (issue 22).
+on the device once; the steps then move only their index vectors and gather their batches
+on the device, several steps' in one call (`DeviceStream`). The indices are the same
+stateless permutation, computed a whole epoch at a time (`epoch_orders`), so the batches
+are bit for bit those of the tf.data stream (tested). On the 8x8 digits data the host
+pipeline made the loop 1.17-1.37x slower than batches already on the device (issue 22).
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 from collections.abc import Iterator
 
 import jax
@@ -67,20 +68,33 @@ ON_DEVICE = ("auto", "yes", "no")
 DEVICE_STAGE_BYTES = 512 * 2**20  # "auto": the most a split's arrays may take
 
 
+@functools.cache
+def _epoch_orders_graph():
+    """`epoch_orders`' computation as one TensorFlow graph (traced once): eager, the
+    per-epoch loop of `tf.map_fn` ran in Python, ~1.3 ms per epoch, which on a 50-image
+    labeled split came to 0.85 ms per step, more than a quarter of the digits Pi step."""
+    tf = _tf()
+
+    @tf.function(input_signature=[tf.TensorSpec([], tf.int64)] * 4)
+    def orders(num_examples, seed, first_epoch, count):
+        def one(epoch):
+            noise = tf.random.stateless_uniform(tf.reshape(num_examples, [1]),
+                                                seed=tf.stack([seed, epoch]))
+            return tf.argsort(noise, stable=True)
+
+        epochs = tf.range(first_epoch, first_epoch + count, dtype=tf.int64)
+        return tf.map_fn(one, epochs, fn_output_signature=tf.int32)
+
+    return orders
+
+
 def epoch_orders(num_examples: int, seed: int, first_epoch: int, count: int) -> np.ndarray:
     """The visiting orders of epochs first_epoch .. first_epoch + count - 1, (count, n),
     as `index_stream` computes them (a stable argsort of stateless uniforms keyed by
-    (seed, epoch)), from one TensorFlow call (an eager call per epoch cost ~0.1 ms per
-    step on small sets)."""
-    tf = _tf()
-
-    def one(epoch):
-        noise = tf.random.stateless_uniform([num_examples],
-                                            seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-        return tf.argsort(noise, stable=True)
-
-    epochs = tf.range(first_epoch, first_epoch + count, dtype=tf.int64)
-    return tf.map_fn(one, epochs, fn_output_signature=tf.int32).numpy().astype(np.int64)
+    (seed, epoch)), from one call of a TensorFlow graph (tested equal)."""
+    out = _epoch_orders_graph()(*(np.int64(v) for v in (num_examples, seed, first_epoch,
+                                                         count)))
+    return out.numpy().astype(np.int64)
 
 
 def index_batches(num_examples: int, batch_size: int, seed: int,
@@ -122,37 +136,53 @@ def stage_on_device(arrays: dict[str, np.ndarray], on_device: str, mesh) -> bool
     return jax.process_count() == 1 and devices == 1 and size <= DEVICE_STAGE_BYTES
 
 
+BLOCK_BYTES = 4 * 2**20  # DeviceStream: one gather prepares the steps whose batches fit
+MAX_BLOCK = 32
+
+
 class DeviceStream:
     """The batches of `numpy_stream`, gathered on the device from arrays staged there
     once (replicated on every device of `mesh`). `parts`: one (arrays, batch_size, seed,
-    rename) per stream (labeled, unlabeled); each step puts their index vectors on the
-    devices in one transfer and gathers every field in one jitted call, yielding one
-    dict of global arrays sharded like `prefetch_to_mesh`'s, keyed by `rename(field)`.
+    rename) per stream (labeled, unlabeled). One jitted call gathers the batches of
+    `block` steps at once (default: as many as take `BLOCK_BYTES`, at most `MAX_BLOCK`),
+    from one transfer of their index vectors; each is one dict of global arrays sharded
+    like `prefetch_to_mesh`'s, keyed by `rename(field)`. The batches do not depend on
+    `block` (tested). A gather per step cost 5 % of the digits Pi step (issue 22).
     Single-process only (each process would need the full arrays and a global index
     vector)."""
 
-    def __init__(self, parts, start_step: int, mesh):
+    def __init__(self, parts, start_step: int, mesh, block: int | None = None):
         if jax.process_count() != 1:
             raise ValueError("data.on_device=yes needs a single-process run; use auto or "
                              "no with several processes")
         repl, batch = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-        self.batch_sharding = batch
+        self.repl = repl
         self.data = jax.device_put([{rename(k): v for k, v in arrays.items()}
                                     for arrays, _, _, rename in parts], repl)
         self.indices = [index_batches(len(next(iter(arrays.values()))), size, seed,
                                       start_step) for arrays, size, seed, _ in parts]
-        self.gather = jax.jit(
-            lambda data, idx: {k: v[i] for d, i in zip(data, idx, strict=True)
-                               for k, v in d.items()},
-            in_shardings=(repl, batch), out_shardings=batch)
+        if block is None:
+            step_bytes = sum(size * sum(np.asarray(v)[:1].nbytes for v in arrays.values())
+                             for arrays, size, _, _ in parts)
+            block = min(MAX_BLOCK, BLOCK_BYTES // max(1, step_bytes))
+        self.block = max(1, int(block))
+        self.ready = collections.deque()
+
+        def gather(data, idx):  # idx: one (block, batch) array per part
+            return [{k: v[i[j]] for d, i in zip(data, idx, strict=True) for k, v in d.items()}
+                    for j in range(self.block)]
+
+        self.gather = jax.jit(gather, in_shardings=(repl, repl), out_shardings=batch)
 
     def __iter__(self):
         return self
 
     def __next__(self):
-        idx = jax.device_put([next(i).astype(np.int32) for i in self.indices],
-                             self.batch_sharding)
-        return self.gather(self.data, idx)
+        if not self.ready:
+            idx = [np.stack([next(i) for _ in range(self.block)]).astype(np.int32)
+                   for i in self.indices]
+            self.ready.extend(self.gather(self.data, jax.device_put(idx, self.repl)))
+        return self.ready.popleft()
 
 
 def numpy_stream(arrays: dict[str, np.ndarray], batch_size: int, seed: int,
@@ -193,6 +223,7 @@ class TrainStreams:
     unlabeled_batch_size: int
     seed: int
     on_device: str = "no"  # "auto" | "yes" | "no": see the module docstring
+    device_block: int | None = None  # steps per device gather (None: DeviceStream's default)
 
     def iterate(self, mesh, start_step: int = 0):
         def labeled(k):  # image, label, and any other field as labeled_<name> (index)
@@ -210,7 +241,7 @@ class TrainStreams:
         staged = [p for p in parts if stage_on_device(p[0], self.on_device, mesh)]
         streams = []
         if staged:
-            streams.append(DeviceStream(staged, start_step, mesh))
+            streams.append(DeviceStream(staged, start_step, mesh, self.device_block))
         for arrays, size, seed, rename in parts:
             if not any(p[0] is arrays for p in staged):
                 host = numpy_stream(arrays, size, seed, start_step, mesh)
