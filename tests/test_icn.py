@@ -192,18 +192,48 @@ def test_one_vs_all_equals_k_separate_nets_for_a_step():
     assert ova.apply({"params": params}, x).shape == (6, k)
 
 
-def test_patch_convolution_equals_xla_convolution():
+def test_patch_convolutions_equal_xla_convolution():
+    """"patches" and "slices" compute XLA's SAME convolution with the same parameters:
+    outputs and gradients to the input and to the weights, in float64 (the summation
+    orders differ, so float32 would leave rounding, not errors, to bound). The net casts
+    its logits to float32, so the bound is one float32 rounding (rtol 1e-6)."""
     from sslj.models import get_model
 
-    a = get_model("icn_mnist", 10, conv_impl="xla")
-    b = get_model("icn_mnist", 10, conv_impl="patches")
-    x = jax.random.normal(jax.random.PRNGKey(1), (4, 28, 28, 1))
-    v = a.init(jax.random.PRNGKey(0), x[:1])
-    chex.assert_trees_all_equal_shapes(v, b.init(jax.random.PRNGKey(0), x[:1]))
-    chex.assert_trees_all_close(a.apply(v, x), b.apply(v, x), atol=1e-5, rtol=1e-4)
-    ga = jax.grad(lambda x: jnp.sum(a.apply(v, x)[:, 3]))(x)
-    gb = jax.grad(lambda x: jnp.sum(b.apply(v, x)[:, 3]))(x)
-    chex.assert_trees_all_close(ga, gb, atol=1e-5, rtol=1e-4)
+    with jax.enable_x64(True):
+        x = jax.random.normal(jax.random.PRNGKey(1), (4, 28, 28, 1), jnp.float64)
+        models = {impl: get_model("icn_mnist", 10, widths=(6, 8, 8, 12), conv_impl=impl,
+                                  dtype=jnp.float64) for impl in ("xla", "patches", "slices")}
+        v = models["xla"].init(jax.random.PRNGKey(0), x[:1])
+        v = jax.tree.map(lambda a: a.astype(jnp.float64), v)
+        ref = models["xla"]
+        for m in models.values():
+            chex.assert_trees_all_equal_shapes(v, m.init(jax.random.PRNGKey(0), x[:1]))
+            chex.assert_trees_all_close(m.apply(v, x), ref.apply(v, x), atol=1e-9, rtol=1e-6)
+            gx = jax.grad(lambda x, m=m: jnp.sum(m.apply(v, x)[:, 3]))(x)
+            gx_ref = jax.grad(lambda x: jnp.sum(ref.apply(v, x)[:, 3]))(x)
+            chex.assert_trees_all_close(gx, gx_ref, atol=1e-9, rtol=1e-6)
+            gw = jax.grad(lambda v, m=m: jnp.sum(m.apply(v, x) ** 2))(v)
+            gw_ref = jax.grad(lambda v: jnp.sum(ref.apply(v, x) ** 2))(v)
+            chex.assert_trees_all_close(gw, gw_ref, atol=1e-9, rtol=1e-6)
+    assert get_model("icn_mnist", 10).conv_impl == "slices"  # the measured fastest
+
+
+def test_slice_patches_are_xla_patches_reordered():
+    """The same values bit for bit (both only copy pixels), ordered (row, column,
+    channel) against XLA's (channel, row, column); odd and even sizes, strides 1-3."""
+    from sslj.models.convnet import slice_patches
+
+    rng = np.random.default_rng(0)
+    for h, w, c, k, s in ((28, 28, 1, 5, 2), (7, 7, 3, 5, 2), (4, 5, 2, 5, 2), (9, 6, 2, 3, 1),
+                          (10, 11, 4, 3, 3)):
+        x = jnp.asarray(rng.normal(size=(2, h, w, c)), jnp.float32)
+        ours = slice_patches(x, k, k, s)
+        xla = jax.lax.conv_general_dilated_patches(x, (k, k), (s, s), "SAME",
+                                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        n, ho, wo, _ = xla.shape
+        assert ours.shape == xla.shape
+        reordered = np.asarray(xla).reshape(n, ho, wo, c, k, k).transpose(0, 1, 2, 4, 5, 3)
+        np.testing.assert_array_equal(np.asarray(ours), reordered.reshape(n, ho, wo, -1))
 
 
 def test_fgsm_perturbation_has_max_norm_eps():

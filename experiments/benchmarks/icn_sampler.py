@@ -1,8 +1,10 @@
 """The ICN net's convolutions, the compiled sampler and the reclassification step, with
-`conv_impl` "xla" (nn.Conv) against "patches" (im2col + one matmul), timed side by side.
+`conv_impl` "xla" (nn.Conv) against "patches" (im2col + one matmul, the patches from
+`lax.conv_general_dilated_patches`) and "slices" (the same, the patches from strided
+slices), timed side by side.
 
     python experiments/benchmarks/icn_sampler.py [--widths full,quarter] [--samples 200]
-        [--steps 10] [--rounds 5] [--out DIR]
+        [--steps 10] [--rounds 5] [--impls xla,patches,slices] [--out DIR]
 
 Per (width, conv_impl), all compiled first, then timed in interleaved rounds (median):
   * sampler: one call of the jitted chain of `sslj.icn.sampler` (Adam, stop rule 3,
@@ -82,6 +84,8 @@ def main(argv=None):
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--impls", default="xla,patches,slices",
+                        help="conv_impl values to compare (sslj.models.CONV_IMPLS)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     import jax
@@ -90,7 +94,7 @@ def main(argv=None):
     out = args.out or tempfile.mkdtemp(prefix="icn_sampler_")
     cases = {}
     for width in args.widths.split(","):
-        for impl in ("xla", "patches"):
+        for impl in args.impls.split(","):
             print(f"compiling {width} / {impl} ...", flush=True)
             thunks, (step, state, batch) = build(width, impl, args.samples, args.steps)
             t0 = time.perf_counter()
@@ -118,13 +122,14 @@ def main(argv=None):
     rows = []
     for (width, impl, name), (_, times) in cases.items():
         sec = float(np.median(times))
-        ref = float(np.median(cases[(width, "xla", name)][1]))
+        ref = float(np.median(cases[(width, "xla", name)][1])) if (
+            width, "xla", name) in cases else float("nan")
         row = {"width": width, "conv_impl": impl, "what": name, "s": sec,
                "xla_over_this": ref / sec, "load_avg_1min": load}
         if name.startswith("sampler"):
             row["sample_steps_per_s"] = args.samples * args.steps / sec
         rows.append(row)
-    lines = [f"ICN net: xla vs patches convolutions ({jax.devices()[0].platform}, "
+    lines = [f"ICN net: conv_impl {args.impls} ({jax.devices()[0].platform}, "
              f"{args.samples} samples x {args.steps} sampler steps, reclassify = one step of "
              f"64 + 64 images; median of {args.rounds} interleaved rounds; 1-minute load "
              f"average after the rounds {load:.2f})", "",
