@@ -43,3 +43,39 @@ def test_compile_time_benchmark_measures_cold_and_cached(tmp_path):
     assert "| cnn_tiny | supervised |" in (tmp_path / "compile_time.md").read_text()
     with pytest.raises(SystemExit, match="--models"):
         compile_time.main(["--models", "bogus"])
+
+
+@pytest.mark.slow
+def test_input_share_benchmark_runs_and_reports(tmp_path):
+    from experiments.benchmarks import input_share
+
+    input_share.main(["--cases", "digits:cnn_tiny:supervised", "--rounds", "2", "--steps", "2",
+                      "--out", str(tmp_path)])
+    (row,) = json.loads((tmp_path / "input_share.json").read_text())
+    assert row["case"] == "digits:cnn_tiny:supervised"
+    assert set(row["ms"]) == set(input_share.MODES) and min(row["ms"].values()) > 0
+    assert all(len(v) == 2 for v in row["rounds_ms"].values())
+    with pytest.raises(SystemExit, match="source:model:method"):
+        input_share.main(["--cases", "digits:cnn_tiny"])
+
+
+@pytest.mark.slow
+def test_icn_benchmark_steps_run():
+    """The ICN cases of vs_pytorch.py / compile_time.py: one reclassification step and
+    one sampler call on the paper's net (step_throughput.build_icn_step)."""
+    import jax
+    import numpy as np
+
+    from experiments.benchmarks import step_throughput as st
+
+    step, state, batch, images = st.build_icn_step("icn_reclassify", 8)  # 8 test devices
+    state, metrics = step(state, batch)
+    assert images == 16 and np.isfinite(float(metrics["losses/icn"]))
+    step, state, batch, images = st.build_icn_step("icn_sampler", 8, sampler_steps=2)
+    before = jax.device_get(state.extra["samples"])
+    state, _ = step(state, batch)
+    samples = jax.device_get(state.extra["samples"])
+    assert samples.shape == before.shape == (8, 28, 28, 1) and np.abs(samples).max() <= 1.0
+    assert not np.array_equal(samples, before)
+    with pytest.raises(ValueError, match="allowed"):
+        st.build_icn_step("icn_bogus", 8)

@@ -10,9 +10,10 @@ next row of a table; the entry points keep this cache, `experiments/common.py`).
 process times `step.lower(state, batch)` (tracing to StableHLO: paid cold and warm) and
 `.compile()` (XLA's compilation, or loading the stored executable). Steps as
 `step_throughput.py` builds them (random data, batch `--batch` + as many unlabeled;
-FixMatch mu = 7), SPL's inner and outer steps included. The cache threshold is 0 s here,
-so every step is stored. Processes run one at a time; the machine's load average is
-recorded with each. Never a timed test.
+FixMatch mu = 7), SPL's inner and outer steps included; ICN's reclassification step
+and sampler with `--models icn_mnist --methods icn_reclassify,icn_sampler`. The cache
+threshold is 0 s here, so every step is stored. Processes run one at a time; the
+machine's load average is recorded with each. Never a timed test.
 """
 
 from __future__ import annotations
@@ -40,7 +41,11 @@ def measure(model: str, method: str, batch: int) -> dict:
 
     from experiments.benchmarks import step_throughput as st
 
-    if method in st.SPL_STEPS:
+    if method in st.ICN_STEPS:
+        if model != "icn_mnist":
+            raise SystemExit(f"error: {method} runs on icn_mnist only, not {model}")
+        step, state, data, _ = st.build_icn_step(method, batch)
+    elif method in st.SPL_STEPS:
         step, state, data, _ = st.build_spl_step(model, method, batch)
     else:
         step, state, data, _ = st.build_step(model, method, batch)

@@ -192,6 +192,69 @@ def build_spl_step(model_name, which, batch, *, devices=None):
     return step, sharding.replicate(mesh, state), sharding.shard_batch(mesh, host), 2 * batch
 
 
+ICN_STEPS = ("icn_reclassify", "icn_sampler")
+
+
+def build_icn_step(which, batch, *, sampler_steps: int = 10, devices=None):
+    """(step, state, sharded batch, images per step) of ICN on the paper's MNIST net
+    (`icn_mnist`, widths 64-512, the default patches convolution; the full-MNIST config
+    `experiments/configs/icn.py:mnist`, SGD momentum 0.9): `icn_reclassify`, one
+    reclassification step over `batch` real and `batch` pseudo-negative images (softmax
+    Eq. 9, alpha 0.5, weights 1); `icn_sampler`, one call of the synthesis (`batch`
+    samples from N(0, 0.3^2), Adam ascent on their class logits, stop rule 3 after
+    `sampler_steps` steps, clipped to [-1, 1]). `step(state, batch)` returns the state
+    unchanged but for the sampler's images in `state.extra`, so that waiting for the
+    state waits for them."""
+    import jax
+    import numpy as np
+
+    from experiments.configs.icn import get_config
+    from sslj.common import sharding
+    from sslj.config import for_method
+    from sslj.icn.method import ICNReclassification
+    from sslj.icn.sampler import SamplerSpec, make_synthesizer
+    from sslj.models import get_model
+    from sslj.train.optim import make_optimizer
+    from sslj.train.state import create_train_state
+    from sslj.train.step import make_train_step
+
+    if which not in ICN_STEPS:
+        raise ValueError(f"{which!r}: allowed {ICN_STEPS}")
+    cfg = for_method(get_config("mnist"), "supervised+icn")
+    cfg.batch_size = cfg.unlabeled_batch_size = batch
+    mesh = sharding.make_mesh(devices)
+    model = get_model("icn_mnist", 10)
+    opt = make_optimizer(cfg.optimizer, int(cfg.num_steps))
+    state = sharding.replicate(mesh, create_train_state(model, opt, jax.random.PRNGKey(0),
+                                                        SHAPES["icn_mnist"]))
+    rng = np.random.default_rng(0)
+    host = {"image": rng.integers(0, 256, (batch, *SHAPES["icn_mnist"]), np.uint8),
+            "label": rng.integers(0, 10, batch).astype(np.int32),
+            "neg_image": rng.normal(0.0, 0.3, (batch, *SHAPES["icn_mnist"])).astype(
+                np.float32),
+            "neg_class": (np.arange(batch) % 10).astype(np.int32),
+            "neg_weight": np.ones(batch, np.float32)}
+    if which == "icn_reclassify":
+        step = make_train_step(model, ICNReclassification(cfg), opt, cfg, mesh)
+        return step, state, sharding.shard_batch(mesh, host), 2 * batch
+    icn = cfg.icn
+    spec = SamplerSpec(kind="adam", stop="steps", step_size=float(icn.step_size),
+                       max_steps=sampler_steps, adam_b1=float(icn.adam_b1),
+                       noise_std=float(icn.noise_std), clip=bool(icn.clip))
+    synth = make_synthesizer(model, spec, SHAPES["icn_mnist"])
+    key = jax.random.PRNGKey(2)
+
+    @jax.jit
+    def step(state, batch):
+        images, _ = synth({"params": state.params}, batch["neg_class"], key)
+        return state.replace(extra={"samples": images}), None
+
+    state = state.replace(extra=sharding.replicate(  # the structure the step returns
+        mesh, {"samples": np.zeros((batch, *SHAPES["icn_mnist"]), np.float32)}))
+    data = sharding.replicate(mesh, {"neg_class": host["neg_class"]})
+    return step, state, data, batch
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

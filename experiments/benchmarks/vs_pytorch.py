@@ -12,9 +12,10 @@ and the same step written in PyTorch eager in this file: the same network (same 
 shapes, parameter count and initial weights, copied from sslj's), the same augmentation
 (uint8 -> [-1, 1], the flip on 3-channel images, the reflect-padded random translation by
 `data.crop_pad`, Gaussian noise `data.noise_std`, all inside the step as sslj does them),
-the same passes and losses, the same optimizer (Adam; weight decay as `config.optimizer`
-says), the evaluation EMA of the weights, the Mean Teacher's EMA teacher, and the scalar
-metrics sslj's step returns (loss terms, L2 norms of gradients, weights and updates).
+the same passes and losses, the same optimizer (Adam, or ICN's SGD; weight decay as
+`config.optimizer` says), the evaluation EMA of the weights, the Mean Teacher's EMA
+teacher, and the scalar metrics sslj's step returns (loss terms, L2 norms of gradients,
+weights and updates).
 Methods: `supervised` (cross-entropy on B labeled images); `pi_model` (clean pass over
 labeled + unlabeled, a second stochastic pass with frozen BatchNorm statistics as the
 target, no gradient through it, softmax MSE); `mean_teacher` (the teacher's pass instead
@@ -36,9 +37,21 @@ ratio (`step_throughput.build_spl_step`); `supervised+ns3l` (NS3L alone: one cle
 over labeled + unlabeled, cross-entropy and NS3L's threshold term on the unlabeled
 logits, `ns3l_loss`); `vat_fd` (VAT with Oliver's finite-difference probe: clean pass,
 reference pass over the unlabeled images, one power iteration as a forward and a
-backward to the input at xi d, the adversarial pass, KL). Labeled batch B plus B
-unlabeled images for the SSL methods, float32, MNIST-shaped (28x28x1) images for
-cnn_small, CIFAR-shaped (32x32x3) for wrn28_2. The PyTorch models run in channels_last
+backward to the input at xi d, the adversarial pass, KL); `fixmatch` (B labeled and
+mu B = 7 B unlabeled images: one pass over labeled weak + unlabeled weak + unlabeled
+strong, pseudo-labels from the detached weak view at confidence >= tau, the masked
+cross-entropy of the strong view averaged over all mu B; the strong view is an
+independent weak view, then RandAugment's two random ops at random magnitudes and
+Cutout, done as a PyTorch pipeline does it: per image on Pillow, on the host, inside
+the step (`strong`), with sslj's op list, ranges and grey fill); `icn_reclassify` (ICN's
+reclassification step on its MNIST net, `icn_mnist`: B real + B pseudo-negative images
+in one pass, (1 - alpha) cross-entropy + alpha mean softplus of each negative's class
+logit, SGD momentum 0.9); `icn_sampler` (one call of its synthesis: B samples of
+N(0, 0.3^2) moved by Adam ascent on their class logits for `--sampler-steps` steps,
+`TorchICNSampler`). The ICN steps run on `icn_mnist` only and the others never on it
+(`applies`). Labeled batch B plus B unlabeled images for the SSL methods, float32,
+MNIST-shaped (28x28x1) images for cnn_small and icn_mnist, CIFAR-shaped (32x32x3) for
+wrn28_2. The PyTorch models run in channels_last
 memory format with `torch.set_num_threads(os.cpu_count())`; JAX runs with the XLA flags
 that `experiments/common.py` sets (imported first).
 
@@ -90,13 +103,17 @@ import statistics
 import sys
 import time
 
+import numpy as np
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from experiments import common  # noqa: E402,F401  (XLA flags before JAX starts)
 from experiments.benchmarks.step_throughput import (  # noqa: E402
+    ICN_STEPS,
     SHAPES,
     SPL_STEPS,
     VARIANTS,
+    build_icn_step,
     build_spl_step,
     build_step,
 )
@@ -109,13 +126,19 @@ except ImportError:  # main() says how to install it and exits 2
     torch = F = nn = None
 
 INSTALL = 'pip install -e ".[bench]"'
-MODELS = ("wrn28_2", "cnn_small")
+MODELS = ("wrn28_2", "cnn_small", "icn_mnist")
 METHODS = ("supervised", "pi_model", "mean_teacher", "temporal_ensembling",
-           "pseudo_label", "vat_fd", "mixmatch", "supervised+ns3l", "spl_inner",
-           "spl_outer")
+           "pseudo_label", "vat_fd", "mixmatch", "fixmatch", "supervised+ns3l", "spl_inner",
+           "spl_outer", "icn_reclassify", "icn_sampler")
+ICN_MODEL = "icn_mnist"  # ICN's steps run on its own net, and that net only on them
+
+
+def applies(model_name: str, method_name: str) -> bool:
+    return (model_name == ICN_MODEL) == (method_name in ICN_STEPS)
 QUICK = {"models": "cnn_small", "methods": "supervised,pi_model", "rounds": 2, "steps": 3}
 NUM_CLASSES = 10
 WRN28_2_PARAMS = 1_467_610  # sslj/models/wrn.py's docstring, for 10 classes
+FIXMATCH_MU = 7  # build_step's default: the paper's unlabeled ratio
 
 
 # ----------------------------------------------------------------------------- config
@@ -128,10 +151,27 @@ def method_config(model_name: str, method_name: str, batch: int):
     base, fields = VARIANTS.get(method_name, (method_name, {}))
     if method_name in SPL_STEPS:
         base = "pi_model+spl"
+    if method_name in ICN_STEPS:  # as step_throughput.build_icn_step
+        from experiments.configs.icn import get_config as icn_config
+
+        cfg = config_lib.for_method(icn_config("mnist"), "supervised+icn")
+        cfg.batch_size = cfg.unlabeled_batch_size = batch
+        checks = {"optimizer.name": cfg.optimizer.name == "sgd",
+                  "optimizer.schedule": cfg.optimizer.schedule == "constant",
+                  "icn.formulation": cfg.icn.formulation == "softmax",
+                  "data": not (cfg.data.flip or cfg.data.crop_pad or cfg.data.noise_std)}
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise SystemExit(f"error: the PyTorch step does not implement {method_name}'s "
+                             f"settings {bad}")
+        return cfg
     cfg = config_lib.set_fields(config_lib.for_method(get_config(), base), fields)
     cfg.model, cfg.batch_size, cfg.unlabeled_batch_size = model_name, batch, batch
     cfg.split.seen_classes = tuple(range(NUM_CLASSES))
     cfg.data.flip = SHAPES[model_name][-1] == 3
+    if base == "fixmatch":  # as build_step: mu x batch unlabeled images, no noise
+        cfg.unlabeled_batch_size = FIXMATCH_MU * batch
+        cfg.data.noise_std = 0.0
     # what the PyTorch step below implements; anything else would time another step
     checks = {"optimizer.name": cfg.optimizer.name == "adam",
               "bn_update": cfg.bn_update == "clean", "target.kind": cfg.target.kind == "cce",
@@ -202,13 +242,15 @@ if torch is not None:
                                 self.training, self.momentum, self.eps)
 
     class SameConv(nn.Conv2d):
-        """Bias-free conv with XLA's SAME padding: (k - 1) / 2 on each side at stride 1;
-        at stride s, total max((ceil(n / s) - 1) s + k - n, 0), the smaller half first
-        (0 above/left and 1 below/right for 3x3 / 2 on an even size)."""
+        """Conv (bias-free unless asked) with XLA's SAME padding: (k - 1) / 2 on each
+        side at stride 1; at stride s, total max((ceil(n / s) - 1) s + k - n, 0), the
+        smaller half first (0 above/left and 1 below/right for 3x3 / 2 on an even
+        size)."""
 
-        def __init__(self, cin: int, cout: int, k: int, stride: int, path):
+        def __init__(self, cin: int, cout: int, k: int, stride: int, path,
+                     bias: bool = False):
             super().__init__(cin, cout, k, stride, padding=k // 2 if stride == 1 else 0,
-                             bias=False)
+                             bias=bias)
             self.flax_path = path
 
         def forward(self, x):
@@ -312,6 +354,25 @@ if torch is not None:
                     x = F.max_pool2d(x, 2, 2)
             return self.classifier(x.mean((2, 3)))
 
+    class ICNNet(Net):
+        """`sslj.models.convnet.ICNMnistNet`: four 5x5 stride-2 convs with biases (SAME
+        padding: 28 -> 14 -> 7 -> 4 -> 2), leaky ReLU 0.2, no BatchNorm, the 2x2x512 map
+        flattened in Flax's (H, W, C) order into the classifier."""
+
+        def __init__(self, num_classes: int, widths=(64, 128, 256, 512), slope: float = 0.2):
+            super().__init__(slope)
+            convs, cin = [], SHAPES[ICN_MODEL][-1]
+            for i, width in enumerate(widths):
+                convs.append(SameConv(cin, width, 5, 2, (f"Conv_{i}",), bias=True))
+                cin = width
+            self.convs = nn.ModuleList(convs)
+            self.classifier = _linear(cin * 4, num_classes, ("classifier",))
+
+        def forward(self, x):
+            for conv in self.convs:
+                x = self.act(conv(x))
+            return self.classifier(x.permute(0, 2, 3, 1).reshape(x.shape[0], -1))
+
 
 def torch_net(model_name: str, params, batch_stats):
     """The PyTorch twin of sslj's `model_name`, channels_last, holding sslj's weights
@@ -323,6 +384,8 @@ def torch_net(model_name: str, params, batch_stats):
         net = WRN(NUM_CLASSES)
     elif model_name == "cnn_small":
         net = SmallCNN(NUM_CLASSES, in_channels=SHAPES[model_name][-1])
+    elif model_name == ICN_MODEL:
+        net = ICNNet(NUM_CLASSES)
     else:
         raise SystemExit(f"error: no PyTorch twin of {model_name!r}; allowed: {MODELS}")
     net = net.to(memory_format=torch.channels_last)
@@ -353,6 +416,8 @@ def torch_net(model_name: str, params, batch_stats):
                 put(mod.running_var, s["var"])
             elif isinstance(mod, nn.Conv2d):
                 put(mod.weight, np.transpose(p["kernel"], (3, 2, 0, 1)))
+                if mod.bias is not None:
+                    put(mod.bias, p["bias"])
             else:
                 put(mod.weight, np.transpose(p["kernel"]))
                 put(mod.bias, p["bias"])
@@ -396,6 +461,70 @@ def weak(x, *, flip: bool, crop_pad: int, noise_std: float):
     if noise_std > 0:
         x = x + noise_std * torch.randn_like(x)
     return x.permute(0, 3, 1, 2)
+
+
+def _pil_ops():
+    """`sslj.data.randaugment.OPS` as Pillow calls (what the official FixMatch-pytorch's
+    RandAugment runs on PIL images), geometric ops filled with grey 128 as sslj's."""
+    from PIL import Image, ImageEnhance, ImageOps
+
+    def affine(data):
+        return lambda im, v: im.transform(im.size, Image.AFFINE, data(im, v),
+                                          fillcolor=(128,) * len(im.getbands()))
+
+    return {
+        "autocontrast": lambda im, v: ImageOps.autocontrast(im),
+        "brightness": lambda im, v: ImageEnhance.Brightness(im).enhance(v),
+        "color": lambda im, v: ImageEnhance.Color(im).enhance(v),
+        "contrast": lambda im, v: ImageEnhance.Contrast(im).enhance(v),
+        "equalize": lambda im, v: ImageOps.equalize(im),
+        "identity": lambda im, v: im,
+        "posterize": lambda im, v: ImageOps.posterize(im, int(v)),
+        "rotate": lambda im, v: im.rotate(v, fillcolor=(128,) * len(im.getbands())),
+        "sharpness": lambda im, v: ImageEnhance.Sharpness(im).enhance(v),
+        "shear_x": affine(lambda im, v: (1, v, 0, 0, 1, 0)),
+        "shear_y": affine(lambda im, v: (1, 0, 0, v, 1, 0)),
+        "solarize": lambda im, v: ImageOps.solarize(im, int(256 * v)),
+        "translate_x": affine(lambda im, v: (1, 0, v * im.size[0], 0, 1, 0)),
+        "translate_y": affine(lambda im, v: (1, 0, 0, 0, 1, v * im.size[1])),
+    }
+
+
+def strong(x, rng, *, num_ops: int, cutout: bool, fraction: float):
+    """FixMatch's strong augmentation as a PyTorch pipeline runs it: per image on Pillow,
+    `num_ops` ops drawn with replacement from `randaugment.OPS` at magnitudes uniform in
+    `randaugment.RANGES` (posterize's integer), then a grey Cutout square of side
+    round(fraction min(H, W)) at a random centre. `x`: NCHW float in [-1, 1] (`weak`'s
+    output); returns the same layout. The same ops and ranges as sslj's on-device
+    `randaugment.strong`, so both do the same work; the random draws differ."""
+    from PIL import Image
+
+    from sslj.data import randaugment as ra
+
+    ops = _pil_ops()
+    levels = ((x.permute(0, 2, 3, 1) + 1.0) * 127.5).round().clamp(0, 255)
+    levels = levels.to(torch.uint8).numpy()
+    n, h, w, c = levels.shape
+    side = round(fraction * min(h, w))
+    out = np.empty_like(levels)
+    for i in range(n):
+        im = Image.fromarray(levels[i, :, :, 0] if c == 1 else levels[i])
+        for _ in range(num_ops):
+            name = ra.OPS[rng.integers(len(ra.OPS))]
+            low, high = ra.RANGES.get(name, (0, 0))
+            v = (rng.integers(low, high + 1) if name in ra.INTEGER_MAGNITUDES
+                 else rng.uniform(low, high))
+            im = ops[name](im, v)
+        out[i] = np.asarray(im).reshape(h, w, c)
+    y = to_float(torch.from_numpy(out))
+    if cutout and side > 0:
+        cy, cx = rng.integers(0, h, n), rng.integers(0, w, n)
+        rows = torch.arange(h)[None, :] - torch.from_numpy(cy - side // 2)[:, None]
+        cols = torch.arange(w)[None, :] - torch.from_numpy(cx - side // 2)[:, None]
+        inside = (((rows >= 0) & (rows < side))[:, :, None]
+                  & ((cols >= 0) & (cols < side))[:, None, :])
+        y = torch.where(inside[..., None], 0.0, y)
+    return y.permute(0, 3, 1, 2)
 
 
 def softmax_mse(logits, target_logits):
@@ -517,9 +646,9 @@ class TorchSPLInner:
                        if not name.endswith(".score")]
         lr = float(cfg.spl.inner_lr)
         try:
-            self.opt, self.adam = torch.optim.Adam(self.scores, lr=lr, fused=True), "fused"
+            self.opt, self.adam = torch.optim.Adam(self.scores, lr=lr, fused=True), "fused Adam"
         except (RuntimeError, TypeError, ValueError):
-            self.opt, self.adam = torch.optim.Adam(self.scores, lr=lr, foreach=True), "foreach"
+            self.opt, self.adam = torch.optim.Adam(self.scores, lr=lr, foreach=True), "foreach Adam"
 
     def __call__(self):
         x = to_float(self.images).permute(0, 3, 1, 2)  # NCHW view, channels_last memory
@@ -543,6 +672,48 @@ class TorchSPLInner:
         return metrics
 
 
+class TorchICNSampler:
+    """`sslj.icn.sampler` with `build_icn_step`'s settings: B samples from N(0, 0.3^2),
+    Adam ascent (beta1 0.5, beta2 0.999, eps 1e-8, bias-corrected) on each sample's class
+    logit for `max_steps` steps, clipped to [-1, 1], then the final logits. sslj's while
+    loop evaluates one more gradient than it moves (its stop check sees the logit of the
+    step's gradient pass, and the last pass only finds that the steps are done): the
+    PyTorch loop does not, so it computes `max_steps` gradients against sslj's
+    `max_steps` + 1."""
+
+    def __init__(self, model_name, cfg, params, host, max_steps: int):
+        self.net = torch_net(model_name, params, {}).eval()
+        self.net.requires_grad_(False)
+        self.params = list(self.net.parameters())
+        self.classes = torch.from_numpy(host["neg_class"]).long()
+        icn = cfg.icn
+        self.lr, self.b1, self.std = float(icn.step_size), float(icn.adam_b1), float(icn.noise_std)
+        self.clip, self.max_steps = bool(icn.clip), max_steps
+        self.adam = "hand-written Adam (sampler)"
+
+    def __call__(self, x0=None):
+        """One call; `x0` (NHWC) replaces the noise draw (for checking against sslj)."""
+        n = self.classes.shape[0]
+        x = (self.std * torch.randn(n, *SHAPES[ICN_MODEL]) if x0 is None else x0)
+        x = x.permute(0, 3, 1, 2)
+        m, v = torch.zeros_like(x), torch.zeros_like(x)
+        b1, b2 = self.b1, 0.999
+        for k in range(1, self.max_steps + 1):
+            x.requires_grad_(True)
+            z = self.net(x).gather(1, self.classes[:, None]).sum()
+            (g,) = torch.autograd.grad(z, x)
+            with torch.no_grad():
+                m.mul_(b1).add_(g, alpha=1 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                step = (m / (1 - b1 ** k)) / ((v / (1 - b2 ** k)).sqrt() + 1e-8)
+                x = x.detach() + self.lr * step
+                if self.clip:
+                    x.clamp_(-1.0, 1.0)
+        with torch.no_grad():
+            z = self.net(x).gather(1, self.classes[:, None])[:, 0]
+        return {"logit": z.mean(), "samples": x}
+
+
 class TorchStep:
     """One (model, method) train step in PyTorch eager, mirroring `sslj.train.step`."""
 
@@ -557,6 +728,10 @@ class TorchStep:
         self.labels = torch.from_numpy(host["label"]).long()
         self.unlabeled = (torch.from_numpy(host["unlabeled_image"])
                           if "unlabeled_image" in host else None)
+        if "neg_image" in host:  # ICN's pseudo-negatives: float NHWC, not augmented
+            self.negatives = torch.from_numpy(host["neg_image"]).permute(0, 3, 1, 2)
+            self.neg_class = torch.from_numpy(host["neg_class"]).long()
+            self.neg_weight = torch.from_numpy(host["neg_weight"])
         opt = cfg.optimizer
         wd = float(opt.weight_decay)
         decay_all = opt.get("decay_params", "kernels") == "all"
@@ -568,12 +743,17 @@ class TorchStep:
         cls = torch.optim.AdamW if opt.decoupled_weight_decay and wd > 0 else torch.optim.Adam
         kwargs = dict(lr=host_lr(opt, 0), betas=(float(opt.b1), float(opt.b2)),
                       eps=float(opt.eps))
+        if opt.name == "sgd":  # optax.trace(momentum) then -lr: torch's SGD, dampening 0
+            cls, kwargs = torch.optim.SGD, dict(lr=host_lr(opt, 0),
+                                                momentum=float(opt.momentum))
         try:
-            self.opt, self.adam = cls(groups, fused=True, **kwargs), "fused"
+            self.opt, self.adam = cls(groups, fused=True, **kwargs), f"fused {cls.__name__}"
         except (RuntimeError, TypeError, ValueError):
-            self.opt, self.adam = cls(groups, foreach=True, **kwargs), "foreach"
+            self.opt, self.adam = (cls(groups, foreach=True, **kwargs),
+                                   f"foreach {cls.__name__}")
         with torch.no_grad():
             self.ema = [p.detach().clone() for p in self.params]
+        self.rng = np.random.default_rng(0)  # FixMatch's strong augmentation (on the host)
         self.gates = []  # (index in self.params, mask): SPL's gated updates
         if self.method == "spl_outer":  # masked passes; harmful weights never updated
             from torch.nn.utils import parametrize
@@ -669,6 +849,29 @@ class TorchStep:
         values, weights, extra = {}, {"xe": 1.0}, {}
         if self.method == "supervised":
             logits = net(weak(xl, **self.aug))
+        elif self.method == "icn_reclassify":  # `sslj.icn.method.ICNReclassification`
+            alpha = float(cfg.icn.alpha)
+            out = net(torch.cat([weak(xl, **self.aug), self.negatives]))
+            logits = out[:n]
+            z = out[n:].gather(1, self.neg_class[:, None])[:, 0]
+            values["icn"] = (self.neg_weight * F.softplus(z)).mean()
+            weights["xe"], weights["icn"] = 1.0 - alpha, alpha
+        elif self.method == "fixmatch":  # `sslj.methods.fixmatch.FixMatch`
+            c = cfg.fixmatch
+            xu = to_float(self.unlabeled)
+            m = xu.shape[0]
+            x_s = strong(weak(xu, **self.aug), self.rng,
+                         num_ops=int(c.num_ops), cutout=bool(c.cutout),
+                         fraction=float(c.cutout_fraction))
+            out = net(torch.cat([weak(xl, **self.aug), weak(xu, **self.aug), x_s]))
+            logits, logits_u, logits_s = out[:n], out[n:n + m], out[n + m:]
+            with torch.no_grad():
+                confidence, label = F.softmax(logits_u.detach(), -1).max(-1)
+                mask = (confidence >= float(c.threshold)).float()
+            values["fixmatch"] = (F.cross_entropy(logits_s, label, reduction="none")
+                                  * mask).mean()
+            weights["fixmatch"] = float(c.weight)
+            extra["fixmatch_mask_rate"] = mask.mean()
         elif self.method == "mixmatch":
             logits, logits_u = self._mixmatch(xl, values, weights, extra, ramp)
         elif self.method == "supervised+ns3l":  # NS3L alone: one clean pass over both
@@ -788,8 +991,8 @@ def parity_check(model_name: str, model, params, batch_stats, batch: int) -> dic
         eval_t = net.eval()(xt).numpy()
         train_t = net.train()(xt).numpy()  # writes the running statistics, as Flax did
     means_t = np.concatenate([m.running_mean.numpy() for m in net.modules()
-                              if isinstance(m, BN)])
-    means_j = []
+                              if isinstance(m, BN)] or [np.zeros(0, np.float32)])
+    means_j = [np.zeros(0, np.float32)]  # none: a net without BatchNorm (ICN's)
     for m in net.modules():
         if isinstance(m, BN):
             node = upd["batch_stats"]
@@ -801,6 +1004,8 @@ def parity_check(model_name: str, model, params, batch_stats, batch: int) -> dic
     for name, a, b in (("eval_logits", eval_j, eval_t), ("train_logits", np.asarray(train_j),
                                                           train_t),
                        ("running_mean", means_j, means_t)):
+        if a.size == 0:
+            continue
         diff = float(np.max(np.abs(a - b)))
         tol = 1e-4 * float(np.max(np.abs(a))) + 1e-5
         out[name] = {"max_abs_diff": diff, "tolerance": tol, "max_abs": float(np.max(np.abs(a)))}
@@ -865,6 +1070,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=None,
                         help="steps timed per case per round (default 5)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed PyTorch steps per case")
+    parser.add_argument("--sampler-steps", type=int, default=10,
+                        help="icn_sampler: Adam steps per call (stop rule 3)")
     parser.add_argument("--foreign-limit", type=float, default=0.15,
                         help="a round with more foreign cores is flagged and repeated")
     parser.add_argument("--max-retries", type=int, default=None,
@@ -889,8 +1096,12 @@ def main(argv=None):
         bad = [g for g in given if g not in allowed]
         if bad:
             parser.error(f"unknown {name} {bad}; allowed: {list(allowed)}")
-    if args.rounds < 1 or args.steps < 1:
-        parser.error("--rounds and --steps must be at least 1")
+    if args.rounds < 1 or args.steps < 1 or args.sampler_steps < 1:
+        parser.error("--rounds, --steps and --sampler-steps must be at least 1")
+    pairs = [(m, k) for m in models for k in methods if applies(m, k)]
+    if not pairs:
+        parser.error(f"no method given runs on {models}: {list(ICN_STEPS)} run on "
+                     f"{ICN_MODEL} only, the others on {[m for m in MODELS if m != ICN_MODEL]}")
     max_retries = args.rounds if args.max_retries is None else args.max_retries
 
     import jax
@@ -908,9 +1119,14 @@ def main(argv=None):
     for model_name in models:
         first = True
         for method_name in methods:
+            if not applies(model_name, method_name):
+                continue
             print(f"building {model_name} {method_name}: sslj (compiling) ...",
                   file=sys.stderr, flush=True)
-            if method_name in SPL_STEPS:
+            if method_name in ICN_STEPS:
+                step, state, batch, images = build_icn_step(
+                    method_name, args.batch, sampler_steps=args.sampler_steps)
+            elif method_name in SPL_STEPS:
                 step, state, batch, images = build_spl_step(model_name, method_name,
                                                             args.batch)
             else:
@@ -933,7 +1149,9 @@ def main(argv=None):
             print(f"building {model_name} {method_name}: PyTorch (warm-up) ...",
                   file=sys.stderr, flush=True)
             cfg = method_config(model_name, method_name, args.batch)
-            if method_name == "spl_inner":
+            if method_name == "icn_sampler":
+                tstep = TorchICNSampler(model_name, cfg, params, host, args.sampler_steps)
+            elif method_name == "spl_inner":
                 tstep = TorchSPLInner(model_name, cfg, params, stats, host,
                                       jax.device_get(state.masks),
                                       jax.device_get(state.mask_scores))
@@ -1037,7 +1255,7 @@ def report(meta, rows, rounds, parity) -> str:
     used = sum(r["used"] for r in rounds)
     lines = [f"sslj (JAX {meta['jax']}, XLA_FLAGS={meta['xla_flags']!r}) against PyTorch "
              f"{meta['torch']} eager (channels_last, {meta['torch_threads']} threads, "
-             f"{'/'.join(meta['torch_adam'])} Adam), CPU x{meta['cpu_count']}, float32, "
+             f"{', '.join(meta['torch_adam'])}), CPU x{meta['cpu_count']}, float32, "
              f"labeled batch {meta['batch']} (+ {meta['batch']} unlabeled for the SSL "
              f"methods); median ms per step over {used} interleaved rounds of "
              f"{meta['steps']} steps ({meta['attempts']} run, foreign-load limit "
