@@ -9,12 +9,12 @@ Its train step runs `--steps` steps per round, fed four ways, in interleaved rou
 - `reused`: one batch already on the device, every step (no input work at all);
 - `device`: the run's stream with the split staged on the device (`data.on_device`),
   several steps' batches gathered per call (`DeviceStream`'s default block);
-- `device_block1`: the same, one gather per step (sslj before this benchmark);
+- `device_block1`: the same, one gather per step (as before e9acc3e);
 - `host`: the tf.data host pipeline (`data.on_device = "no"`).
-Each is timed from the first step to the last step's result (`block_until_ready`), as
-the loop runs them (asynchronous dispatch, the step donating the state). Reported: the
-median ms per step and the input share, (fed - reused) / fed. Issue 22's goal: the input
-never more than 2 % of a step. Never a timed test.
+The order of the four rotates from round to round. Each is timed from the first step to
+the last step's result (`block_until_ready`), as the loop runs them (the step donating
+the state). Reported: the median ms per step and the input share, (fed - reused) / fed.
+Issue 22's goal: the input never more than 2 % of a step. Never a timed test.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ def build(case: str):
     """(jitted step, state, {mode: batch iterator}) for one case."""
     import itertools
 
+    import jax
+
     from experiments.configs.default import get_config
     from sslj import config as config_lib
     from sslj.common import sharding
@@ -53,7 +55,7 @@ def build(case: str):
     cfg = config_lib.for_method(get_config(), method)
     cfg.data.source, cfg.model = source, model
     cfg = config_lib.set_fields(cfg, SOURCE_FIELDS.get(source, {}))
-    exp = loop.build(cfg, get_method(cfg))
+    exp = loop.build(cfg, get_method(cfg), devices=jax.devices()[:1])  # staging: one device
     state = sharding.replicate(exp.mesh, loop.init_state(exp))
     step = make_train_step(exp.model, exp.method, exp.optimizer, cfg, exp.mesh)
     streams = loop.train_streams(exp)
@@ -94,7 +96,7 @@ def main(argv=None):
     loads = []
     for r in range(args.rounds):
         for case, (step, state, its) in cases.items():
-            for mode in MODES:
+            for mode in MODES[r % len(MODES):] + MODES[:r % len(MODES)]:  # rotated
                 it = its[mode]
                 t0 = time.perf_counter()
                 for _ in range(args.steps):
