@@ -122,9 +122,10 @@ class ICNMnistNet(nn.Module):
     28x28 -> 14 -> 7 -> 4 -> 2 (SAME padding). `conv_impl`: "slices" (default; im2col
     from strided slices + one matmul, `PatchConv`), "patches" (the same from
     `lax.conv_general_dilated_patches`; the default until the slices were measured 3.6x
-    faster for the reclassification step at the paper's width and 2.2x for the sampler,
-    `experiments/benchmarks/icn_sampler.py`) or "xla" (`nn.Conv`, 4-15x slower there):
-    the same parameters, the same outputs up to rounding.
+    faster for the reclassification step at the paper's width and 2.6x for the sampler,
+    `experiments/benchmarks/icn_sampler.py`) or "xla" (`nn.Conv`, 16-27x slower than the
+    slices there, 2-5x at quarter width): the same parameters, the same outputs up to
+    rounding.
     """
 
     num_classes: int
