@@ -33,6 +33,9 @@ from experiments import common  # noqa: E402,F401  (XLA flags and the cache befo
 DEFAULT_METHODS = ("supervised,pi_model,mean_teacher,temporal_ensembling,pseudo_label,vat,"
                    "fixmatch,mixmatch,supervised+ns3l,spl_inner,spl_outer")
 GOAL_S = 3.0  # issue 22: each step's compile time under 3 s
+# JAX's monitoring events for the persistent cache (jax._src.compiler / compilation_cache)
+CACHE_HIT = "/jax/compilation_cache/cache_hits"
+CACHE_MISS = "/jax/compilation_cache/cache_misses"
 
 
 def measure(model: str, method: str, batch: int) -> dict:
@@ -51,12 +54,21 @@ def measure(model: str, method: str, batch: int) -> dict:
         step, state, data, _ = st.build_step(model, method, batch)
     if not hasattr(step, "lower"):  # SPL's inner step is a closure around the jitted step
         step = jax.jit(step)
+    events = {CACHE_HIT: 0, CACHE_MISS: 0}
+
+    def count(event, **_):
+        if event in events:
+            events[event] += 1
+
+    jax.monitoring.register_event_listener(count)
     t0 = time.perf_counter()
     lowered = step.lower(state, data)
     t1 = time.perf_counter()
     lowered.compile()
     t2 = time.perf_counter()
-    return {"trace_s": t1 - t0, "compile_s": t2 - t1, "load_avg_1m": os.getloadavg()[0]}
+    jax.monitoring.unregister_event_listener(count)
+    return {"trace_s": t1 - t0, "compile_s": t2 - t1, "load_avg_1m": os.getloadavg()[0],
+            "cache_hits": events[CACHE_HIT], "cache_misses": events[CACHE_MISS]}
 
 
 def run_child(model: str, method: str, batch: int, cache: str) -> dict:
@@ -101,8 +113,13 @@ def main(argv=None):
                    "trace_s": cold["trace_s"], "compile_cold_s": cold["compile_s"],
                    "trace_warm_s": warm["trace_s"], "compile_warm_s": warm["compile_s"],
                    "cache_entries": entries,
+                   "cache_hits": [cold["cache_hits"], warm["cache_hits"]],
+                   "cache_misses": [cold["cache_misses"], warm["cache_misses"]],
                    "load_avg_1m": [cold["load_avg_1m"], warm["load_avg_1m"]]}
             rows.append(row)
+            if warm["cache_hits"] < 1:  # a "warm" time that compiled again is not one
+                raise SystemExit(f"{model} {method}: the second process did not load the "
+                                 f"first's executable (cache events: cold {cold}, warm {warm})")
             print(f"{model} {method}: trace {cold['trace_s']:.2f} s, compile "
                   f"{cold['compile_s']:.2f} s cold / {warm['compile_s']:.2f} s from the "
                   f"cache (load {cold['load_avg_1m']:.2f})", file=sys.stderr, flush=True)
