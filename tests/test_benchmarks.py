@@ -48,6 +48,44 @@ def test_compile_time_benchmark_measures_cold_and_cached(tmp_path):
         compile_time.main(["--models", "bogus"])
 
 
+def test_conv_grad_filter_gradient_variants_match_float64():
+    """Every way conv_grad.py writes the 3x3 filter gradient equals the float64 sum over
+    (n, h, w) of the padded input's shifts times g, and XLA's own (jax.grad) does too."""
+    import jax
+    import numpy as np
+
+    from experiments.benchmarks import conv_grad
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(4, 5, 5, 3)).astype(np.float32)
+    w = rng.normal(size=(3, 3, 3, 2)).astype(np.float32)
+    g = rng.normal(size=(4, 5, 5, 2)).astype(np.float32)
+    exact = conv_grad.filter_grad_float64(x, g)
+    assert exact.shape == (3, 3, 3, 2)
+    # the float64 reference is the gradient of sum(conv * g) itself (an independent route)
+    with jax.enable_x64(True):
+        auto = jax.grad(lambda w: (conv_grad._conv(x.astype(np.float64), w) * g).sum())(
+            w.astype(np.float64))
+    np.testing.assert_allclose(exact, np.asarray(auto), rtol=1e-12, atol=1e-12)
+    # float32 sums of 100 products of unit normals: a few ulps of |entries| ~ 10
+    for name, f in conv_grad.filter_grad_variants().items():
+        np.testing.assert_allclose(np.asarray(jax.jit(f)(x, w, g)), exact, rtol=0,
+                                   atol=1e-5 * np.abs(exact).max(), err_msg=name)
+
+
+@pytest.mark.slow
+def test_conv_grad_benchmark_runs_and_reports(tmp_path):
+    from experiments.benchmarks import conv_grad
+
+    conv_grad.main(["--shapes", "4x2", "--batch", "2", "--rounds", "1", "--out", str(tmp_path)])
+    (row,) = json.loads((tmp_path / "conv_grad.json").read_text())
+    assert row["shape"] == "4x4x2" and {"xla forward", "xla filter grad",
+                                        "filter grad: rows3"} <= set(row["ms"])
+    assert max(row["rel_err"].values()) < 1e-5
+    with pytest.raises(SystemExit, match="--shapes"):
+        conv_grad.main(["--shapes", "32"])
+
+
 @pytest.mark.slow
 def test_input_share_benchmark_runs_and_reports(tmp_path):
     from experiments.benchmarks import input_share
