@@ -35,7 +35,8 @@ SHAPES = ((32, 32), (16, 64), (8, 128))  # WRN-28-2's stages: (height = width, c
 DN = ("NHWC", "HWIO", "NHWC")
 
 
-def _conv(x, w):
+def conv3x3(x, w):
+    """The 3x3 stride-1 SAME convolution, NHWC / HWIO, as XLA runs it."""
     from jax import lax
     return lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN)
 
@@ -49,7 +50,7 @@ def filter_grad_variants() -> dict:
     contract0 = (((0,), (0,)), ((), ()))
 
     def xla(x, w, g):
-        return jax.vjp(lambda w: _conv(x, w), w)[1](g)[0]
+        return jax.vjp(lambda w: conv3x3(x, w), w)[1](g)[0]
 
     def rows3(x, w, g):
         _, h, wd, c = x.shape
@@ -131,9 +132,9 @@ def measure(hw: int, c: int, batch: int, rounds: int) -> dict:
     exact = filter_grad_float64(x, g)
     scale = float(np.max(np.abs(exact)))
     cases, errors = {}, {}
-    fwd = jax.jit(_conv)
-    dx = jax.jit(lambda x, w, g: jax.vjp(lambda x: _conv(x, w), x)[1](g)[0])
-    both = jax.jit(lambda x, w, g: jax.vjp(_conv, x, w)[1](g))
+    fwd = jax.jit(conv3x3)
+    dx = jax.jit(lambda x, w, g: jax.vjp(lambda x: conv3x3(x, w), x)[1](g)[0])
+    both = jax.jit(lambda x, w, g: jax.vjp(conv3x3, x, w)[1](g))
     cases["xla forward"] = lambda: jax.block_until_ready(fwd(xj, wj))
     cases["xla forward + both grads"] = lambda: jax.block_until_ready(both(xj, wj, gj))
     cases["xla input grad"] = lambda: jax.block_until_ready(dx(xj, wj, gj))
