@@ -124,3 +124,22 @@ def test_icn_benchmark_steps_run():
     assert not np.array_equal(samples, before)
     with pytest.raises(ValueError, match="allowed"):
         st.build_icn_step("icn_bogus", 8)
+
+
+@pytest.mark.slow
+def test_vat_flop_count_reports_every_pass_and_step(tmp_path):
+    """`vat_cost.py --flops` (XLA's own FLOP count, nothing timed): the exact probe's
+    forward-over-reverse pass is about twice the finite-difference probe's (each linear op
+    gets one tangent op of its own size), and the K = 0 step is its two weight-gradient
+    passes (clean 2B + adversarial B) plus the optimizer's few FLOPs."""
+    from experiments.benchmarks import vat_cost
+
+    vat_cost.main(["--flops", "--models", "cnn_tiny", "--batch", "8", "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "vat_flops.json").read_text())
+    by = {r["what"]: r["forwards"] for r in rows}
+    assert set(by) == set(vat_cost.PASSES) | set(vat_cost.STEPS)
+    assert by["fwd"] == 1.0 and by["fwd_2B"] == pytest.approx(2.0, rel=0.05)
+    assert 1.8 < by["hvp_input"] / by["grad_input"] < 2.2
+    assert by["vat_fd_k0"] == pytest.approx(by["grad_params_2B"] + by["grad_params"],
+                                            rel=0.05)
+    assert by["vat"] > by["vat_fd"] > by["vat_fd_k0"] > by["supervised"]

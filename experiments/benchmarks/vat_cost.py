@@ -1,7 +1,7 @@
 """Where a VAT step's time goes: the step against its own passes, timed side by side.
 
     python experiments/benchmarks/vat_cost.py [--models cnn_small,wrn28_2] [--batch 64]
-        [--rounds 5] [--steps 5]
+        [--rounds 5] [--steps 5] [--flops]
 
 A forward/backward count predicts a VAT step (K = 1) at ~13 forwards of one batch of B
 images against supervised's ~3. This script measures each piece in the same interleaved
@@ -13,6 +13,7 @@ rounds, in units of one measured training-mode forward over B images (`fwd`):
     grad_params     forward + backward to the weights (the supervised step's work)
     grad_params_2B  the same over 2B images
     grad_input      forward + backward to the input only (the probe's work)
+    hvp_input       forward-over-reverse of grad_input at r = 0 (the exact HVP probe's work)
   whole train steps (optimizer, EMA, metrics included):
     supervised, vat_fd (finite-difference probe, K = 1, the loop traced straight: the
     default `vat.unroll`), vat_fd_fori (the same in `lax.fori_loop`), vat_fd_k0 (K = 0:
@@ -21,6 +22,11 @@ rounds, in units of one measured training-mode forward over B images (`fwd`):
 vat_fd - vat_fd_k0 is what the power iteration costs; set against fwd + grad_input (the
 reference pass and the probe) it says whether the probe costs more than its passes.
 vat_fd_k0 set against grad_params_2B + grad_params says the same of the rest of the step.
+
+`--flops` times nothing: it prints XLA's FLOP count of each compiled pass and step
+(`cost_analysis()`), in the same unit (fwd's FLOPs), so the forward/backward counts of
+experiments/benchmarks/README.md can be checked against the compiler's own arithmetic:
+hvp_input against grad_input is what the exact probe adds, in FLOPs.
 """
 
 from __future__ import annotations
@@ -35,11 +41,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from experiments.benchmarks.step_throughput import SHAPES, build_step, write_report  # noqa: E402,E501
 
 STEPS = ("supervised", "vat_fd", "vat_fd_fori", "vat_fd_k0", "vat")
-PASSES = ("fwd", "fwd_2B", "grad_params", "grad_params_2B", "grad_input")
+PASSES = ("fwd", "fwd_2B", "grad_params", "grad_params_2B", "grad_input", "hvp_input")
 
 
 def build_passes(model_name, batch):
-    """Jitted single passes over the network with random weights: name -> thunk."""
+    """Jitted single passes over the network with random weights: name -> (jitted
+    function, its arguments)."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -70,13 +77,57 @@ def build_passes(model_name, batch):
     # the finite-difference probe's work: grad over r of sum_i KL(p(x_i + r_i) || ref_i)
     grad_input = jax.jit(jax.grad(
         lambda r, p, images: jnp.sum(kl_divergence(logits(p, images + r), reference))))
+    # the exact probe's work: the jvp of that gradient at r = 0 along a direction d
+    hvp_input = jax.jit(lambda r, d, p, images: jax.jvp(
+        lambda rr: grad_input(rr, p, images), (r,), (d,))[1])
     r0 = jnp.full_like(x[batch], 1e-6)
     b, b2 = batch, 2 * batch
-    return {"fwd": lambda: fwd(params, x[b]),
-            "fwd_2B": lambda: fwd(params, x[b2]),
-            "grad_params": lambda: grad_params(params, x[b], labels[b]),
-            "grad_params_2B": lambda: grad_params(params, x[b2], labels[b2]),
-            "grad_input": lambda: grad_input(r0, params, x[b])}
+    return {"fwd": (fwd, (params, x[b])),
+            "fwd_2B": (fwd, (params, x[b2])),
+            "grad_params": (grad_params, (params, x[b], labels[b])),
+            "grad_params_2B": (grad_params, (params, x[b2], labels[b2])),
+            "grad_input": (grad_input, (r0, params, x[b])),
+            "hvp_input": (hvp_input, (jnp.zeros_like(x[b]), x[b] / 10.0, params, x[b]))}
+
+
+def xla_flops(fn, args) -> float:
+    """XLA's FLOP count of `fn(*args)` as compiled for this backend."""
+    cost = fn.lower(*args).compile().cost_analysis()
+    if isinstance(cost, (list, tuple)):  # older jax: one dict per computation
+        cost = cost[0]
+    return float(cost["flops"])
+
+
+def flops_report(models, batch) -> tuple[list[dict], str]:
+    """XLA's FLOP count of every pass and step, in units of fwd's (nothing is timed)."""
+    import jax
+
+    rows = []
+    for model in models:
+        for name, (fn, args) in build_passes(model, batch).items():
+            rows.append({"model": model, "what": name, "batch": batch, "kind": "pass",
+                         "flops": xla_flops(fn, args)})
+        for name in STEPS:  # on one device: a sharded step's count is one shard's
+            step, state, data, _ = build_step(model, name, batch, devices=jax.devices()[:1])
+            rows.append({"model": model, "what": name, "batch": batch, "kind": "step",
+                         "flops": xla_flops(step, (state, data))})
+    unit = {r["model"]: r["flops"] for r in rows if r["what"] == "fwd"}
+    for r in rows:
+        r["forwards"] = r["flops"] / unit[r["model"]]
+    by = {(r["model"], r["what"]): r["forwards"] for r in rows}
+    lines = [f"VAT FLOP count ({jax.devices()[0].platform}, B = {batch}; XLA's "
+             "cost_analysis of each compiled pass and step; unit: fwd's FLOPs)", "",
+             "| model | what | GFLOP | forwards |", "|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['what']} | {r['flops'] / 1e9:.3f} | {r['forwards']:.2f} |"
+              for r in rows]
+    lines.append("")
+    for model in models:
+        g = lambda k, model=model: by[(model, k)]  # noqa: E731
+        lines.append(
+            f"{model}: hvp_input / grad_input = {g('hvp_input') / g('grad_input'):.2f}; "
+            f"vat_fd / supervised = {g('vat_fd') / g('supervised'):.2f}, "
+            f"vat / supervised = {g('vat') / g('supervised'):.2f} (in FLOPs).")
+    return rows, "\n".join(lines)
 
 
 def main(argv=None):
@@ -86,6 +137,8 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=5, help="calls timed per round")
+    parser.add_argument("--flops", action="store_true", help="print XLA's FLOP counts "
+                        "of the passes and steps instead of timing them")
     parser.add_argument("--out", default=None, help="folder for the .md / .json report "
                         "(default: a fresh runs/benchmarks/<time> folder; the tracked "
                         "results/ only when named)")
@@ -93,9 +146,16 @@ def main(argv=None):
     import jax
     import numpy as np
 
+    if args.flops:
+        rows, text = flops_report(args.models.split(","), args.batch)
+        write_report(args.out, "vat_flops", rows, text)
+        return
     cases = {}
     for model in args.models.split(","):
-        for name, thunk in build_passes(model, args.batch).items():
+        for name, (fn, fn_args) in build_passes(model, args.batch).items():
+            def thunk(fn=fn, fn_args=fn_args):
+                return fn(*fn_args)
+
             jax.block_until_ready(thunk())  # compile
             cases[(model, name)] = [thunk, []]
         for name in STEPS:
