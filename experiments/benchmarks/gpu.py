@@ -61,10 +61,10 @@ def peak_tflops(kind: str, dtype: str) -> float | None:
     return None
 
 
-def compile_step(step, state, batch):
-    """(the compiled step, XLA's FLOP count of one step or None when the backend gives
-    none)."""
-    compiled = step.lower(state, batch).compile()
+def compile_step(fn, *args):
+    """(`fn` (jitted) compiled for `args`, XLA's FLOP count of one call or None when the
+    backend gives none)."""
+    compiled = fn.lower(*args).compile()
     cost = compiled.cost_analysis()
     if isinstance(cost, list):
         cost = cost[0] if cost else {}

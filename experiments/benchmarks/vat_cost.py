@@ -92,10 +92,12 @@ def build_passes(model_name, batch):
 
 def xla_flops(fn, args) -> float:
     """XLA's FLOP count of `fn(*args)` as compiled for this backend."""
-    cost = fn.lower(*args).compile().cost_analysis()
-    if isinstance(cost, (list, tuple)):  # older jax: one dict per computation
-        cost = cost[0]
-    return float(cost["flops"])
+    from experiments.benchmarks.gpu import compile_step
+
+    _, flops = compile_step(fn, *args)
+    if flops is None:
+        raise SystemExit("vat_cost.py --flops: XLA gives no FLOP count on this backend")
+    return flops
 
 
 def flops_report(models, batch) -> tuple[list[dict], str]:
